@@ -1,0 +1,163 @@
+"""A Python WebRTC client for a Visage server (aiortc): talks, listens, watches.
+
+It signals the way pipecat's clients do (``POST /api/offer``), speaks RTVI on the data
+channel, sends audio you queue as its microphone, and records what arrives — audio and
+video frames with their arrival times. Tests use it; so will ``visage profile``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fractions
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import numpy as np
+from aiortc import AudioStreamTrack, MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError
+from av import AudioFrame
+
+MIC_RATE = 48_000
+MIC_FRAME = 960  # 20 ms
+
+
+class MicrophoneTrack(AudioStreamTrack):
+    """Sends queued PCM in real time, and silence when nothing is queued."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._pending = np.zeros(0, np.int16)
+        self._start: float | None = None
+        self._sent = 0
+
+    def say(self, pcm: np.ndarray, sample_rate: int) -> float:
+        """Queue int16 mono audio; returns seconds until it starts playing."""
+        if sample_rate != MIC_RATE:
+            idx = np.arange(0, len(pcm), sample_rate / MIC_RATE)
+            pcm = np.interp(idx, np.arange(len(pcm)), pcm).astype(np.int16)
+        delay = len(self._pending) / MIC_RATE
+        self._pending = np.concatenate([self._pending, pcm.astype(np.int16)])
+        return delay
+
+    async def recv(self) -> AudioFrame:  # type: ignore[override]
+        """The next 20 ms, paced on the wall clock."""
+        if self._start is None:
+            self._start = time.monotonic()
+        wait = self._start + self._sent / MIC_RATE - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        chunk = self._pending[:MIC_FRAME]
+        self._pending = self._pending[MIC_FRAME:]
+        if len(chunk) < MIC_FRAME:
+            chunk = np.pad(chunk, (0, MIC_FRAME - len(chunk)))
+        frame = AudioFrame.from_ndarray(chunk[None, :], format="s16", layout="mono")
+        frame.sample_rate = MIC_RATE
+        frame.pts = self._sent
+        frame.time_base = fractions.Fraction(1, MIC_RATE)
+        self._sent += MIC_FRAME
+        return frame
+
+
+@dataclass
+class Received:
+    """Media that arrived, each item with its arrival time (time.monotonic())."""
+
+    audio: list[tuple[float, np.ndarray, int]] = field(default_factory=list)  # (t, pcm, rate)
+    video: list[tuple[float, np.ndarray | None]] = field(default_factory=list)  # (t, rgb)
+    messages: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
+
+    def audio_seconds(self) -> float:
+        """Total seconds of audio received."""
+        return sum(len(pcm) / rate for _, pcm, rate in self.audio)
+
+
+class AvatarClient:
+    """One call to a Visage server from Python."""
+
+    def __init__(self, base_url: str, *, keep_video: bool = False) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.keep_video = keep_video
+        self.mic = MicrophoneTrack()
+        self.received = Received()
+        self.pc_id: str | None = None
+        self._pc = RTCPeerConnection()
+        self._tasks: set[asyncio.Task] = set()
+        self._channel = self._pc.createDataChannel("visage", ordered=True)
+        self._connected = asyncio.Event()
+        self._closed = False
+
+        @self._channel.on("open")
+        def _on_open() -> None:
+            self._send_rtvi("client-ready", {"version": "2.2.0", "about": {"library": "py"}})
+            self._spawn(self._ping())
+
+        @self._channel.on("message")
+        def _on_message(raw: str) -> None:
+            with contextlib.suppress(ValueError):
+                self.received.messages.append((time.monotonic(), json.loads(raw)))
+
+        @self._pc.on("track")
+        def _on_track(track: MediaStreamTrack) -> None:
+            self._spawn(self._read(track))
+
+        @self._pc.on("connectionstatechange")
+        def _on_state() -> None:
+            if self._pc.connectionState == "connected":
+                self._connected.set()
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _send_rtvi(self, kind: str, data: dict[str, Any]) -> None:
+        message = {"label": "rtvi-ai", "type": kind, "id": kind, "data": data}
+        self._channel.send(json.dumps(message))
+
+    async def _ping(self) -> None:
+        while self._channel.readyState == "open":
+            self._channel.send("ping")
+            await asyncio.sleep(1.0)
+
+    async def _read(self, track: MediaStreamTrack) -> None:
+        with contextlib.suppress(MediaStreamError):
+            while True:
+                frame = await track.recv()
+                now = time.monotonic()
+                if track.kind == "audio":
+                    pcm = frame.to_ndarray().reshape(-1)
+                    if frame.layout.name == "stereo":
+                        pcm = pcm.reshape(-1, 2).mean(axis=1).astype(np.int16)
+                    self.received.audio.append((now, pcm, frame.sample_rate))
+                else:
+                    rgb = frame.to_ndarray(format="rgb24") if self.keep_video else None
+                    self.received.video.append((now, rgb))
+
+    async def connect(self, timeout_s: float = 15.0) -> None:
+        """Offer, apply the answer, and wait until media flows."""
+        self._pc.addTrack(self.mic)
+        self._pc.addTransceiver("video", direction="recvonly")
+        await self._pc.setLocalDescription(await self._pc.createOffer())
+        offer = {"sdp": self._pc.localDescription.sdp, "type": self._pc.localDescription.type}
+        async with httpx.AsyncClient(timeout=timeout_s) as http:
+            response = await http.post(f"{self.base_url}/api/offer", json=offer)
+        if response.status_code != 200:
+            raise RuntimeError(f"offer refused ({response.status_code}): {response.text}")
+        answer = response.json()
+        self.pc_id = answer["pc_id"]
+        await self._pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], answer["type"]))
+        await asyncio.wait_for(self._connected.wait(), timeout_s)
+
+    async def close(self) -> None:
+        """Hang up and stop every background task. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        await self._pc.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)

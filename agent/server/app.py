@@ -1,0 +1,146 @@
+"""The ASGI app: the call page, health, and pipecat's SmallWebRTC signalling routes."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from loguru import logger
+
+import web
+from agent.config import Settings
+from agent.server.ice import offer_loopback_candidates, should_offer_loopback
+from agent.server.sessions import SessionLimitError, SessionManager, SessionStartError
+from agent.server.signalling import SignallingError, parse_offer, parse_patch
+
+WEB_DIR = Path(web.__file__).parent
+# A /start session id must be used for its offer within this time.
+START_SESSION_TTL_S = 300.0
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def create_app(settings: Settings, sessions: SessionManager | None = None) -> FastAPI:
+    """Build the app; ``sessions`` lets tests inject a manager with a lighter pipeline."""
+    manager = sessions or SessionManager(settings)
+    if should_offer_loopback(settings.server.ice_loopback, settings.server.host):
+        offer_loopback_candidates()
+    pending_starts: dict[str, float] = {}
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await manager.close_all()
+
+    app = FastAPI(title="Visage", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.sessions = manager
+    app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
+
+    @app.exception_handler(SignallingError)
+    async def _bad_signalling(_request: Request, exc: SignallingError) -> JSONResponse:
+        return _error(400, str(exc))
+
+    @app.exception_handler(SessionLimitError)
+    async def _busy(_request: Request, exc: SessionLimitError) -> JSONResponse:
+        return _error(503, str(exc))
+
+    @app.exception_handler(SessionStartError)
+    async def _start_failed(_request: Request, exc: SessionStartError) -> JSONResponse:
+        logger.error(str(exc))
+        return _error(500, str(exc))
+
+    @app.exception_handler(HTTPException)
+    async def _http(_request: Request, exc: HTTPException) -> JSONResponse:
+        return _error(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        return _error(400, f"invalid request: {exc.errors()}")
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        logger.opt(exception=exc).error(f"{request.method} {request.url.path} failed")
+        return _error(500, f"internal error: {type(exc).__name__}: {exc}")
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(WEB_DIR / "index.html")
+
+    @app.get("/widget.js", include_in_schema=False)
+    async def widget() -> FileResponse:
+        return FileResponse(WEB_DIR / "widget.js", media_type="text/javascript")
+
+    @app.get("/health")
+    async def health() -> dict[str, object]:
+        return {
+            "status": "ok",
+            "sessions": manager.count,
+            "max_sessions": settings.server.max_sessions,
+        }
+
+    @app.get("/api/sessions")
+    async def list_sessions() -> dict[str, object]:
+        return {"sessions": manager.describe()}
+
+    async def answer_offer(request: Request) -> dict[str, str]:
+        offer = parse_offer(await request.body())
+        try:
+            return await manager.offer(offer)
+        except (SessionLimitError, SessionStartError, HTTPException):
+            raise
+        except Exception as exc:
+            # The SDP passed our checks but the WebRTC stack could not use it.
+            raise SignallingError(f"the offer could not be negotiated: {exc}") from exc
+
+    async def add_candidates(request: Request) -> dict[str, str]:
+        patch = parse_patch(await request.body())
+        try:
+            await manager.add_candidates(patch)
+        except HTTPException:
+            raise
+        except Exception as exc:
+            raise SignallingError(f"the ICE candidates could not be used: {exc}") from exc
+        return {"status": "success"}
+
+    @app.post("/api/offer")
+    async def offer(request: Request) -> dict[str, str]:
+        return await answer_offer(request)
+
+    @app.patch("/api/offer")
+    async def patch_offer(request: Request) -> dict[str, str]:
+        return await add_candidates(request)
+
+    # pipecat's client SDKs first POST /start, then signal under /sessions/{id}/.
+    @app.post("/start")
+    async def start() -> dict[str, str]:
+        now = time.monotonic()
+        for stale in [sid for sid, t in pending_starts.items() if now - t > START_SESSION_TTL_S]:
+            pending_starts.pop(stale)
+        session_id = str(uuid.uuid4())
+        pending_starts[session_id] = now
+        return {"sessionId": session_id}
+
+    def check_start_session(session_id: str) -> None:
+        if session_id not in pending_starts:
+            raise HTTPException(404, f"unknown session id {session_id!r}; POST /start first")
+
+    @app.post("/sessions/{session_id}/api/offer")
+    async def session_offer(session_id: str, request: Request) -> dict[str, str]:
+        check_start_session(session_id)
+        return await answer_offer(request)
+
+    @app.patch("/sessions/{session_id}/api/offer")
+    async def session_patch(session_id: str, request: Request) -> dict[str, str]:
+        check_start_session(session_id)
+        return await add_candidates(request)
+
+    return app

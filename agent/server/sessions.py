@@ -1,0 +1,167 @@
+"""Sessions: one pipecat pipeline per WebRTC peer, started by its offer, ended when it leaves."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from loguru import logger
+from pipecat.transports.smallwebrtc.connection import SmallWebRTCConnection
+from pipecat.transports.smallwebrtc.request_handler import (
+    SmallWebRTCPatchRequest,
+    SmallWebRTCRequest,
+    SmallWebRTCRequestHandler,
+)
+from pipecat.workers.runner import WorkerRunner
+
+from agent.config import Settings
+from pipelines.conversation import Conversation, build_conversation
+
+#: Builds a conversation for a new peer; tests swap in lighter ones.
+ConversationFactory = Callable[[SmallWebRTCConnection, Settings], Conversation]
+
+
+def default_factory(connection: SmallWebRTCConnection, settings: Settings) -> Conversation:
+    """The real pipeline with the configured stages."""
+    return build_conversation(
+        connection,
+        stt=settings.stt,
+        llm=settings.llm,
+        tts=settings.tts,
+        vad=settings.vad,
+        avatar=settings.avatar,
+    )
+
+
+class SessionLimitError(RuntimeError):
+    """The server already runs as many calls as it is configured for."""
+
+
+class SessionStartError(RuntimeError):
+    """The pipeline for a new call could not be built (our side, not the client's)."""
+
+
+@dataclass
+class Session:
+    """One running call."""
+
+    pc_id: str
+    connection: SmallWebRTCConnection
+    conversation: Conversation
+    task: asyncio.Task | None = None
+    started_at: float = field(default_factory=time.time)
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-ready summary for /api/sessions."""
+        track = self.conversation.transport.video_track
+        return {
+            "pc_id": self.pc_id,
+            "age_s": round(time.time() - self.started_at, 1),
+            "engines": self.conversation.engines,
+            "stats": self.conversation.stats.stats.as_dict(),
+            "video": {
+                "rendered": self.conversation.avatar.frames_rendered,
+                "sent": track.frames_sent if track else 0,
+                "repeated": track.frames_repeated if track else 0,
+                "dropped": track.frames_dropped if track else 0,
+            },
+        }
+
+
+class SessionManager:
+    """Creates, tracks and tears down calls; all public methods are safe to call at any time."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        factory: ConversationFactory = default_factory,
+        stop_timeout_s: float = 5.0,
+    ) -> None:
+        self._settings = settings
+        self._factory = factory
+        self._stop_timeout_s = stop_timeout_s
+        self._handler = SmallWebRTCRequestHandler()
+        self._sessions: dict[str, Session] = {}
+        self._closing = False
+
+    @property
+    def count(self) -> int:
+        """Calls currently running."""
+        return len(self._sessions)
+
+    def describe(self) -> list[dict[str, Any]]:
+        """Summaries of the running calls."""
+        return [session.describe() for session in self._sessions.values()]
+
+    async def offer(self, request: SmallWebRTCRequest) -> dict[str, str]:
+        """Answer an SDP offer; a new peer gets its own pipeline."""
+        if self._closing:
+            raise SessionLimitError("the server is shutting down")
+        renegotiation = request.pc_id is not None and request.pc_id in self._sessions
+        if not renegotiation and self.count >= self._settings.server.max_sessions:
+            raise SessionLimitError(
+                f"all {self._settings.server.max_sessions} call slots are busy; try again later "
+                "or raise server.max_sessions"
+            )
+        failed: list[tuple[SmallWebRTCConnection, Exception]] = []
+
+        async def start_session(connection: SmallWebRTCConnection) -> None:
+            try:
+                conversation = self._factory(connection, self._settings)
+            except Exception as exc:
+                # pipecat's handler only logs callback errors; keep it to answer with it.
+                failed.append((connection, exc))
+                raise
+            self._start(Session(connection.pc_id, connection, conversation))
+
+        answer = await self._handler.handle_web_request(request, start_session)
+        if failed:
+            connection, exc = failed[0]
+            await connection.disconnect()
+            raise SessionStartError(f"could not start the call: {exc}") from exc
+        assert answer is not None
+        return answer
+
+    async def add_candidates(self, request: SmallWebRTCPatchRequest) -> None:
+        """Trickle ICE: add the peer's late candidates."""
+        await self._handler.handle_patch_request(request)
+
+    async def close_all(self) -> None:
+        """Hang up every call and wait (bounded) for their pipelines to finish. Idempotent."""
+        self._closing = True
+        sessions = list(self._sessions.values())
+        await asyncio.gather(*(self._stop(session) for session in sessions))
+        await asyncio.wait_for(self._handler.close(), self._stop_timeout_s)
+
+    def _start(self, session: Session) -> None:
+        self._sessions[session.pc_id] = session
+        session.task = asyncio.create_task(self._run(session), name=f"session-{session.pc_id}")
+
+        @session.connection.event_handler("closed")
+        async def _on_closed(_connection: SmallWebRTCConnection) -> None:
+            # Covers peers that never finished connecting, which the transport never reports.
+            await session.conversation.worker.cancel(reason="peer connection closed")
+
+    async def _run(self, session: Session) -> None:
+        runner = WorkerRunner(handle_sigint=False)
+        try:
+            await runner.add_workers(session.conversation.worker)
+            await runner.run()
+        except Exception:
+            logger.exception(f"session {session.pc_id} failed")
+        finally:
+            self._sessions.pop(session.pc_id, None)
+            await session.connection.disconnect()
+            logger.info(f"session {session.pc_id} ended; {self.count} running")
+
+    async def _stop(self, session: Session) -> None:
+        await session.conversation.worker.cancel(reason="server shutting down")
+        if session.task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(session.task), self._stop_timeout_s)
+            except TimeoutError:
+                logger.warning(f"session {session.pc_id} did not stop in time; cancelling")
+                session.task.cancel()

@@ -1,0 +1,66 @@
+"""Settings of the conversation pipeline's stages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr
+
+
+class STTSettings(BaseModel):
+    """Speech to text."""
+
+    engine: Literal["auto", "whisper", "pocketsphinx"] = Field(
+        "auto",
+        description="auto: faster-whisper when whisper_model is set and loads, else pocketsphinx.",
+    )
+    whisper_model: str | None = Field(
+        None,
+        description="faster-whisper model: a local CTranslate2 folder, or a model name "
+        "(names need the model already in the local Hugging Face cache, or internet).",
+    )
+    whisper_device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Whisper device.")
+    whisper_compute_type: str = Field("int8", description="CTranslate2 compute type.")
+    language: str = Field("en", description="Spoken language (ISO 639-1).")
+
+
+class LLMSettings(BaseModel):
+    """The language model: an OpenAI-compatible endpoint, or the embedded persona."""
+
+    base_url: str | None = Field(
+        None,
+        description="OpenAI-compatible base URL (e.g. http://localhost:11434/v1 for Ollama). "
+        "Unset: the embedded persona responder answers.",
+    )
+    model: str = Field("gpt-4o-mini", description="Model name sent to the endpoint.")
+    api_key: SecretStr = Field(SecretStr("none"), description="API key for the endpoint.")
+    system_prompt: str = Field(
+        "You are a friendly video avatar. Answer in one or two short spoken sentences, "
+        "without lists, markdown or emoji.",
+        description="System prompt for a real LLM.",
+    )
+    persona_file: Path | None = Field(
+        None, description="Persona TOML for the embedded responder; unset: the bundled one."
+    )
+
+
+class TTSSettings(BaseModel):
+    """Text to speech through libespeak-ng."""
+
+    voice: str = Field("en-us", description="espeak-ng voice name, e.g. en-us, en-gb, en+f3.")
+    rate: int = Field(170, ge=80, le=450, description="Speaking rate in words per minute.")
+    pitch: int = Field(50, ge=0, le=99, description="Base pitch, 0 to 99.")
+
+
+class VADSettings(BaseModel):
+    """Voice activity and end-of-turn detection (Silero + smart-turn, bundled in pipecat)."""
+
+    start_secs: float = Field(0.2, ge=0.0, le=2.0, description="Speech needed to start a turn.")
+    stop_secs: float = Field(
+        0.3, ge=0.0, le=3.0, description="Silence that ends a speech segment (and its STT pass)."
+    )
+    confidence: float = Field(0.7, ge=0.0, le=1.0, description="Silero speech confidence.")
+    smart_turn: bool = Field(
+        True, description="Use the smart-turn model to decide the end of a turn."
+    )

@@ -1,0 +1,130 @@
+"""Assembles one call's pipeline: mic -> VAD/turn -> STT -> LLM -> TTS -> avatar -> WebRTC."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from loguru import logger
+from pipecat.audio.vad.silero import SileroVADAnalyzer
+from pipecat.audio.vad.vad_analyzer import VADParams
+from pipecat.frames.frames import LLMRunFrame
+from pipecat.pipeline.pipeline import Pipeline
+from pipecat.pipeline.worker import PipelineParams, PipelineWorker
+from pipecat.processors.aggregators.llm_context import LLMContext
+from pipecat.processors.aggregators.llm_response_universal import (
+    LLMContextAggregatorPair,
+    LLMUserAggregatorParams,
+)
+from pipecat.transports.base_transport import TransportParams
+from pipecat.transports.smallwebrtc.connection import SmallWebRTCConnection
+from pipecat.turns.user_stop import SpeechTimeoutUserTurnStopStrategy
+from pipecat.turns.user_turn_strategies import UserTurnStrategies
+
+from pipelines.config import LLMSettings, STTSettings, TTSSettings, VADSettings
+from pipelines.stages.avatar import AvatarStage
+from pipelines.stages.llm import create_llm_service, initial_messages
+from pipelines.stages.stt import create_stt_service
+from pipelines.stages.tts import EspeakTTSService
+from pipelines.stats import SessionStatsObserver
+from pipelines.webrtc import AvatarWebRTCTransport
+from renderer.avatar import AvatarCore
+from renderer.config import AvatarSettings
+
+AUDIO_IN_SAMPLE_RATE = 16_000
+AUDIO_OUT_SAMPLE_RATE = 24_000
+
+
+@dataclass
+class Conversation:
+    """One call: its pipeline worker plus the parts a server or test wants to look at."""
+
+    worker: PipelineWorker
+    transport: AvatarWebRTCTransport
+    avatar: AvatarStage
+    stats: SessionStatsObserver
+    engines: dict[str, str] = field(default_factory=dict)
+
+
+def _vad_and_turns(vad: VADSettings) -> LLMUserAggregatorParams:
+    analyzer = SileroVADAnalyzer(
+        params=VADParams(
+            confidence=vad.confidence, start_secs=vad.start_secs, stop_secs=vad.stop_secs
+        )
+    )
+    # The default stop strategy is pipecat's bundled smart-turn v3 model.
+    strategies = (
+        None if vad.smart_turn else UserTurnStrategies(stop=[SpeechTimeoutUserTurnStopStrategy()])
+    )
+    return LLMUserAggregatorParams(vad_analyzer=analyzer, user_turn_strategies=strategies)
+
+
+def build_conversation(
+    connection: SmallWebRTCConnection,
+    *,
+    stt: STTSettings,
+    llm: LLMSettings,
+    tts: TTSSettings,
+    vad: VADSettings,
+    avatar: AvatarSettings,
+) -> Conversation:
+    """Build the pipeline for one WebRTC peer; the avatar greets once the peer connects."""
+    transport = AvatarWebRTCTransport(
+        connection,
+        TransportParams(
+            audio_in_enabled=True,
+            audio_in_sample_rate=AUDIO_IN_SAMPLE_RATE,
+            audio_out_enabled=True,
+            audio_out_sample_rate=AUDIO_OUT_SAMPLE_RATE,
+            video_out_enabled=True,
+            video_out_is_live=True,
+            video_out_width=avatar.width,
+            video_out_height=avatar.height,
+            video_out_framerate=avatar.fps,
+        ),
+    )
+    stt_service, stt_why = create_stt_service(stt)
+    llm_service, llm_why = create_llm_service(llm)
+    tts_service = EspeakTTSService(tts)
+    avatar_stage = AvatarStage(AvatarCore(avatar, sample_rate=AUDIO_OUT_SAMPLE_RATE))
+
+    context = LLMContext(initial_messages(llm))
+    aggregators = LLMContextAggregatorPair(context, user_params=_vad_and_turns(vad))
+
+    pipeline = Pipeline(
+        [
+            transport.input(),
+            stt_service,
+            aggregators.user(),
+            llm_service,
+            tts_service,
+            avatar_stage,
+            transport.output(),
+            aggregators.assistant(),
+        ]
+    )
+    stats = SessionStatsObserver(
+        output_processor=transport.output(), input_processor=transport.input()
+    )
+    worker = PipelineWorker(
+        pipeline,
+        params=PipelineParams(
+            audio_in_sample_rate=AUDIO_IN_SAMPLE_RATE,
+            audio_out_sample_rate=AUDIO_OUT_SAMPLE_RATE,
+            enable_metrics=True,
+        ),
+        observers=[stats],
+        # The peer leaving ends the call; an idle call is a valid kiosk state.
+        idle_timeout_secs=None,
+    )
+
+    @transport.event_handler("on_client_connected")
+    async def _greet(_transport, _client) -> None:
+        await worker.queue_frames([LLMRunFrame()])
+
+    @transport.event_handler("on_client_disconnected")
+    async def _hang_up(_transport, _client) -> None:
+        await worker.cancel(reason="peer disconnected")
+
+    engines = {"stt": stt_why, "llm": llm_why, "tts": f"espeak-ng voice {tts.voice}"}
+    logger.info(f"conversation {connection.pc_id}: " + "; ".join(engines.values()))
+    return Conversation(worker, transport, avatar_stage, stats, engines)

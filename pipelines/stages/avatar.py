@@ -1,0 +1,171 @@
+"""The avatar stage: pipecat's adapter around the renderer core.
+
+TTS audio goes into the core's buffer as fast as it is synthesised. A clock task then
+releases it one video frame period at a time, each slice together with the frame drawn
+for it, so audio never runs ahead of the face. Other frames that arrived behind some audio
+(words, TTSStoppedFrame, the end of the LLM response) wait in order and leave right after
+the audio before them has gone. When nothing is spoken the clock keeps drawing idle
+frames, so the video track never stalls.
+
+Interruption is decided by frame type, as everywhere in pipecat: an ``InterruptionFrame``
+drops the queued audio, phonemes and held frames in one place (``_drop_pending``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+
+from loguru import logger
+from pipecat.frames.frames import (
+    CancelFrame,
+    EndFrame,
+    Frame,
+    InterruptionFrame,
+    OutputImageRawFrame,
+    StartFrame,
+    SystemFrame,
+    TTSAudioRawFrame,
+    TTSStoppedFrame,
+)
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+
+from pipelines.frames import PhonemeAudioRawFrame
+from renderer.avatar import AvatarCore
+
+# A clock this many periods late has stalled (e.g. a debugger); restart it rather than burst.
+MAX_CLOCK_LAG_FRAMES = 5
+
+
+class AvatarStage(FrameProcessor):
+    """TTS audio in; the same audio, paced, plus one video frame per period out."""
+
+    def __init__(self, core: AvatarCore, *, end_timeout_s: float = 30.0, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self._core = core
+        self._end_timeout_s = end_timeout_s
+        self._clock_task: asyncio.Task | None = None
+        # Rendering runs off the event loop, one frame at a time.
+        self._executor: ThreadPoolExecutor | None = None
+        # (samples pushed into the core before it, frame) waiting behind that audio.
+        self._held: list[tuple[int, Frame]] = []
+        # Bumped by every interruption, so a frame being drawn while it happened
+        # does not release audio that belongs to the interrupted reply.
+        self._epoch = 0
+        # Set by the clock whenever every queued sample and held frame has gone out.
+        self._drained = asyncio.Event()
+        self.frames_rendered = 0
+        self.frames_late = 0
+
+    @property
+    def core(self) -> AvatarCore:
+        """The renderer core this stage drives."""
+        return self._core
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        """Route a frame: audio into the core, interruptions clear it, the rest keeps order."""
+        await super().process_frame(frame, direction)
+
+        if isinstance(frame, StartFrame):
+            await self.push_frame(frame, direction)
+            self._start_clock()
+        elif isinstance(frame, CancelFrame):
+            await self._stop_clock()
+            await self.push_frame(frame, direction)
+        elif isinstance(frame, EndFrame):
+            await self._drain(timeout_s=self._end_timeout_s)
+            await self._stop_clock()
+            await self.push_frame(frame, direction)
+        elif isinstance(frame, InterruptionFrame):
+            await self._drop_pending()
+            await self.push_frame(frame, direction)
+        elif direction is FrameDirection.UPSTREAM or isinstance(frame, SystemFrame):
+            await self.push_frame(frame, direction)
+        elif isinstance(frame, TTSAudioRawFrame):
+            phonemes = frame.phonemes if isinstance(frame, PhonemeAudioRawFrame) else ()
+            self._core.push_audio(frame.audio, frame.sample_rate, phonemes)
+            self._drained.clear()
+        else:
+            if isinstance(frame, TTSStoppedFrame):
+                self._core.end_segment()
+            await self._push_in_order(frame)
+
+    async def cleanup(self) -> None:
+        """Stop the clock and the render thread; safe to call more than once."""
+        await self._stop_clock()
+        await super().cleanup()
+
+    async def _push_in_order(self, frame: Frame) -> None:
+        if self._held or self._core.samples_pushed > self._core.samples_played:
+            self._held.append((self._core.samples_pushed, frame))
+            self._drained.clear()
+        else:
+            await self.push_frame(frame)
+
+    async def _release_held(self) -> None:
+        played = self._core.samples_played
+        while self._held and self._held[0][0] <= played:
+            _, frame = self._held.pop(0)
+            await self.push_frame(frame)
+
+    async def _drop_pending(self) -> None:
+        """The one place where queued audio, motion and held frames are dropped."""
+        self._epoch += 1
+        heard_s = self._core.clear_buffer()
+        kept = [frame for _, frame in self._held if not frame.interruptible]
+        self._held.clear()
+        for frame in kept:
+            await self.push_frame(frame)
+        logger.debug(f"{self}: interrupted after {heard_s:.2f}s of the reply had played")
+
+    async def _drain(self, timeout_s: float) -> None:
+        """Let the audio already queued play out (bounded), e.g. before the pipeline ends."""
+        if self._clock_task is None:
+            return
+        try:
+            await asyncio.wait_for(self._drained.wait(), timeout_s)
+        except TimeoutError:
+            logger.warning(f"{self}: {self._core.pending_seconds:.1f}s of audio left unplayed")
+
+    def _start_clock(self) -> None:
+        if self._clock_task is None:
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="avatar-render")
+            self._clock_task = self.create_task(self._run_clock(), name="avatar-clock")
+
+    async def _stop_clock(self) -> None:
+        if self._clock_task is not None:
+            task, self._clock_task = self._clock_task, None
+            await self.cancel_task(task, timeout=2.0)
+        if self._executor is not None:
+            executor, self._executor = self._executor, None
+            executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _run_clock(self) -> None:
+        loop = asyncio.get_running_loop()
+        period = 1.0 / self._core.fps
+        width, height = self._core.width, self._core.height
+        start, index = loop.time(), 0
+        while True:
+            try:
+                epoch = self._epoch
+                step = self._core.advance()
+                image = await loop.run_in_executor(self._executor, self._core.render, step.motion)
+                if step.audio and epoch == self._epoch:
+                    await self.push_frame(TTSAudioRawFrame(step.audio, self._core.sample_rate, 1))
+                await self.push_frame(OutputImageRawFrame(image.tobytes(), (width, height), "RGB"))
+                self.frames_rendered += 1
+                await self._release_held()
+                if not self._held and self._core.samples_played >= self._core.samples_pushed:
+                    self._drained.set()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # keep the face alive; one bad frame must not end the call
+                logger.exception(f"{self}: frame {index} failed: {exc}")
+            index += 1
+            delay = start + index * period - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            elif -delay > MAX_CLOCK_LAG_FRAMES * period:
+                self.frames_late += int(-delay / period)
+                logger.warning(f"{self}: renderer fell {-delay * 1000:.0f} ms behind; resyncing")
+                start, index = loop.time(), 0

@@ -1,0 +1,120 @@
+"""pipecat's SmallWebRTC transport with a video track that keeps a drift-free clock.
+
+pipecat's own output video track stamps frames on aiortc's fixed 30 fps clock and blocks
+until a frame arrives. Our avatar runs at its configured rate (25 fps by default), so its
+frames would carry timestamps that fall behind the audio's. This track paces itself on
+one start instant and a 90 kHz clock at the configured rate, the way aiortc's tracks do:
+a slow producer shows up as repeated or dropped frames, never as drift, and ``recv()``
+never blocks for longer than one frame period.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import time
+from collections import deque
+
+import numpy as np
+from aiortc import VideoStreamTrack
+from av import VideoFrame
+from pipecat.frames.frames import OutputImageRawFrame
+from pipecat.transports.base_transport import TransportParams
+from pipecat.transports.smallwebrtc.connection import SmallWebRTCConnection
+from pipecat.transports.smallwebrtc.transport import SmallWebRTCClient, SmallWebRTCTransport
+
+VIDEO_CLOCK_RATE = 90_000
+VIDEO_TIME_BASE = fractions.Fraction(1, VIDEO_CLOCK_RATE)
+# Frames queued beyond this are stale: the producer ran ahead, so the oldest are dropped.
+MAX_QUEUED_FRAMES = 3
+# Falling this many periods behind means the loop stalled; jump to now instead of bursting.
+MAX_LAG_FRAMES = 5
+
+
+class PacedVideoTrack(VideoStreamTrack):
+    """Sends the newest avatar frames at a fixed rate with wall-clock timestamps."""
+
+    def __init__(self, width: int, height: int, fps: int) -> None:
+        super().__init__()
+        self.width, self.height, self.fps = width, height, fps
+        self._queue: deque[bytes] = deque()
+        self._last = VideoFrame.from_ndarray(np.zeros((height, width, 3), np.uint8), "rgb24")
+        self._start: float | None = None
+        self._index = 0
+        self.frames_sent = 0
+        self.frames_repeated = 0
+        self.frames_dropped = 0
+
+    def add_video_frame(self, frame: OutputImageRawFrame) -> None:
+        """Queue one RGB frame of exactly width×height for sending."""
+        if frame.size != (self.width, self.height):
+            raise ValueError(
+                f"video frame is {frame.size[0]}x{frame.size[1]}, "
+                f"the track sends {self.width}x{self.height}"
+            )
+        self._queue.append(frame.image)
+        while len(self._queue) > MAX_QUEUED_FRAMES:
+            self._queue.popleft()
+            self.frames_dropped += 1
+
+    @property
+    def clock_seconds(self) -> float:
+        """Seconds of video the track's clock has stamped so far."""
+        return self._index / self.fps
+
+    async def recv(self) -> VideoFrame:  # type: ignore[override]
+        """Return the next frame at its deadline; repeat the last one if nothing is new."""
+        now = time.monotonic()
+        if self._start is None:
+            self._start = now
+        deadline = self._start + self._index / self.fps
+        if deadline > now:
+            await asyncio.sleep(deadline - now)
+        elif now - deadline > MAX_LAG_FRAMES / self.fps:
+            skipped = int((now - deadline) * self.fps)
+            self._index += skipped
+            self.frames_dropped += skipped
+
+        if self._queue:
+            rgb = np.frombuffer(self._queue.popleft(), np.uint8).reshape(self.height, self.width, 3)
+            self._last = VideoFrame.from_ndarray(rgb, format="rgb24")
+        else:
+            self.frames_repeated += 1
+        frame = self._last
+        frame.pts = self._index * VIDEO_CLOCK_RATE // self.fps
+        frame.time_base = VIDEO_TIME_BASE
+        self._index += 1
+        self.frames_sent += 1
+        return frame
+
+
+class _PacedVideoClient(SmallWebRTCClient):
+    """SmallWebRTC client whose outgoing video track is a PacedVideoTrack."""
+
+    def __init__(self, connection: SmallWebRTCConnection, callbacks) -> None:
+        super().__init__(connection, callbacks)
+        self.video_track: PacedVideoTrack | None = None
+
+    async def _handle_client_connected(self) -> None:
+        await super()._handle_client_connected()
+        if self._params and self._params.video_out_enabled:
+            self.video_track = PacedVideoTrack(
+                self._params.video_out_width,
+                self._params.video_out_height,
+                self._params.video_out_framerate,
+            )
+            self._video_output_track = self.video_track
+            self._webrtc_connection.replace_video_track(self.video_track)
+
+
+class AvatarWebRTCTransport(SmallWebRTCTransport):
+    """SmallWebRTC transport (pipecat's signalling and data channel) with paced avatar video."""
+
+    def __init__(self, connection: SmallWebRTCConnection, params: TransportParams) -> None:
+        super().__init__(connection, params)
+        self._client = _PacedVideoClient(connection, self._callbacks)
+
+    @property
+    def video_track(self) -> PacedVideoTrack | None:
+        """The outgoing video track, once a peer is connected."""
+        return self._client.video_track  # type: ignore[attr-defined]

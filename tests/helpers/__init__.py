@@ -1,0 +1,1 @@
+"""Helpers shared by the tests (test-only; never imported by the product)."""

@@ -1,0 +1,106 @@
+"""The whole product in a real headless Chromium: speak a question, get a talking face back."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agent.browser import chromium_page, page_snapshot, running_server, write_speech_wav
+from agent.config import Settings
+from renderer.frames.face import FaceRenderer
+from renderer.motion.space import IDX, neutral_motion
+from tests.helpers.waiting import wait_until
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+
+def mouth_box(size: int = 256) -> tuple[float, float, float, float]:
+    """Where the mouth is on screen: the pixels that change when the jaw opens, padded."""
+    face = FaceRenderer(size, size, device="cpu")
+    open_jaw = neutral_motion()
+    open_jaw[IDX["jawOpen"]] = 1.0
+    changed = (
+        np.abs(face.render(open_jaw).astype(int) - face.render(neutral_motion()).astype(int)).sum(
+            axis=2
+        )
+        > 30
+    )
+    ys, xs = np.nonzero(changed)
+    pad = 0.02
+    return (
+        max(xs.min() / size - pad, 0.0),
+        max(ys.min() / size - pad, 0.0),
+        min(xs.max() / size + pad, 1.0),
+        min(ys.max() / size + pad, 1.0),
+    )
+
+
+def mouth_activity(frames: list[dict]) -> tuple[list[float], list[float]]:
+    """Mouth-region change per frame, split into loud-reply frames and quiet stretches."""
+    frames = [f for f in frames if f["t"] - frames[0]["t"] > 1000]  # skip the first second
+    loud_times = np.array([f["t"] for f in frames if f["rms"] >= 0.03])
+    talking = [f["mouthDiff"] for f in frames if f["rms"] >= 0.03]
+    silent = [
+        f["mouthDiff"]
+        for f in frames
+        if f["rms"] < 0.003 and (loud_times.size == 0 or np.abs(loud_times - f["t"]).min() > 500)
+    ]
+    return talking, silent
+
+
+def _reply_finished(snapshot: dict) -> bool:
+    """A user transcript arrived and a reply sound started after the question and ended."""
+    mic, reply = snapshot.get("mic"), snapshot.get("reply")
+    if not (mic and reply and mic["offsets"] and snapshot["userTranscripts"]):
+        return False
+    speech_end = mic["offsets"][-1]
+    return any(off > on > speech_end for on in reply["onsets"] for off in reply["offsets"])
+
+
+async def test_spoken_question_gets_a_talking_avatar_reply(tmp_path: Path) -> None:
+    wav = tmp_path / "question.wav"
+    write_speech_wav(wav, ["Hello, who are you?"], lead_s=6.0, gap_s=0.0, tail_s=20.0)
+    mouth = ",".join(f"{v:.3f}" for v in mouth_box())
+
+    async with running_server(Settings()) as (url, sessions), chromium_page(wav) as page:
+        await page.goto(f"{url}/?autostart=1&audio_processing=0&mouth={mouth}")
+        server_stats: dict = {}
+        deadline = time.monotonic() + 45
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.5)
+            described = sessions.describe()
+            if described:
+                server_stats = described[0]["stats"]
+            snapshot = await page_snapshot(page)
+            if _reply_finished(snapshot):
+                break
+        ARTIFACTS.mkdir(exist_ok=True)
+        await page.screenshot(path=str(ARTIFACTS / "browser_call.png"))
+        await page.evaluate("() => window.visage.call.hangUp()")
+
+        # The server heard real audio from the browser's microphone.
+        assert server_stats.get("audio_in_peak_rms", 0) > 0.02, server_stats
+        # What the user said came back as a caption.
+        assert snapshot["userTranscripts"], snapshot["messageTypes"]
+        # The reply's audio reached the page, loud, after the question ended.
+        assert snapshot["reply"]["peakRms"] > 0.05, snapshot["reply"]
+        assert any(on > snapshot["mic"]["offsets"][-1] for on in snapshot["reply"]["onsets"])
+        # Smooth video.
+        assert snapshot["fps"] >= 20, snapshot["fps"]
+        # The mouth moves with the voice: far more change while the reply is loud than
+        # in silence well away from any speech (idle blinks and sway stay small).
+        talking, silent = mouth_activity(snapshot["frames"])
+        assert len(talking) > 20 and len(silent) > 20, (len(talking), len(silent))
+        assert np.median(talking) > 2.5 * np.median(silent), (
+            np.median(talking),
+            np.median(silent),
+        )
+
+        # Hanging up tears the session down on the server.
+        assert await wait_until(lambda: sessions.count == 0, timeout_s=10)

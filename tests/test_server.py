@@ -1,0 +1,82 @@
+"""The HTTP side: page, health, and signalling that answers bad input with 400, never 500."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import httpx
+import pytest
+
+import web
+from agent.config import Settings
+from agent.server.app import create_app
+
+WEB_DIR = Path(web.__file__).parent
+SDP_WITHOUT_ICE = (
+    "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n"
+    "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=rtpmap:111 opus/48000/2\r\n"
+)
+
+
+@pytest.fixture
+async def http() -> httpx.AsyncClient:
+    app = create_app(Settings())
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://visage.test"
+    ) as client:
+        yield client
+
+
+async def test_page_and_health(http: httpx.AsyncClient) -> None:
+    page = await http.get("/")
+    assert page.status_code == 200 and "<video" in page.text
+    for asset in ("/static/app.js", "/static/call.js", "/static/stats.js", "/static/style.css"):
+        assert (await http.get(asset)).status_code == 200, asset
+    assert (await http.get("/widget.js")).headers["content-type"].startswith("text/javascript")
+    assert (await http.get("/health")).json() == {"status": "ok", "sessions": 0, "max_sessions": 4}
+
+
+def test_web_files_load_nothing_from_outside() -> None:
+    pattern = re.compile(r"""(?:src|href)\s*=\s*["']https?://|import\s+.*from\s+["']https?://""")
+    for path in WEB_DIR.iterdir():
+        if path.suffix in (".html", ".js", ".css"):
+            text = path.read_text()
+            assert not pattern.search(text), f"{path.name} loads a remote resource"
+            assert "cdn" not in text.lower(), f"{path.name} mentions a CDN"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"not json",
+        b'{"type": "offer"}',
+        b'{"sdp": "hello", "type": "offer"}',
+        b'{"sdp": "v=0", "type": "answer"}',
+    ],
+)
+async def test_malformed_offer_gets_400_json(http: httpx.AsyncClient, body: bytes) -> None:
+    response = await http.post("/api/offer", content=body)
+    assert response.status_code == 400
+    assert response.json()["error"]
+    assert (await http.get("/health")).status_code == 200
+
+
+async def test_sdp_the_webrtc_stack_rejects_gets_400(http: httpx.AsyncClient) -> None:
+    response = await http.post("/api/offer", json={"sdp": SDP_WITHOUT_ICE, "type": "offer"})
+    assert response.status_code == 400, response.text
+    assert "could not be negotiated" in response.json()["error"]
+    assert (await http.get("/health")).json()["sessions"] == 0
+
+
+async def test_patch_for_unknown_peer_is_404(http: httpx.AsyncClient) -> None:
+    response = await http.patch("/api/offer", json={"pc_id": "nope", "candidates": []})
+    assert response.status_code == 404 and "not found" in response.json()["error"]
+
+
+async def test_pipecat_start_flow_routes(http: httpx.AsyncClient) -> None:
+    session_id = (await http.post("/start", json={})).json()["sessionId"]
+    bad = await http.post(f"/sessions/{session_id}/api/offer", content=b"{}")
+    assert bad.status_code == 400 and "missing field 'sdp'" in bad.json()["error"]
+    unknown = await http.post("/sessions/nope/api/offer", content=b"{}")
+    assert unknown.status_code == 404 and "POST /start" in unknown.json()["error"]

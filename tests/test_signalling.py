@@ -1,0 +1,83 @@
+"""Signalling bodies: every malformed input gets a SignallingError with a clear message."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from agent.server.signalling import SignallingError, parse_offer, parse_patch
+
+SDP = (
+    "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n"
+    "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=rtpmap:111 opus/48000/2\r\n"
+)
+
+
+def test_valid_offer_parses() -> None:
+    request = parse_offer(json.dumps({"sdp": SDP, "type": "offer", "pc_id": "abc"}).encode())
+    assert request.sdp == SDP and request.type == "offer" and request.pc_id == "abc"
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"{not json", "not valid JSON"),
+        (b"[1, 2]", "must be a JSON object"),
+        (json.dumps({"type": "offer"}).encode(), "missing field 'sdp'"),
+        (json.dumps({"sdp": SDP}).encode(), "missing field 'type'"),
+        (json.dumps({"sdp": 5, "type": "offer"}).encode(), "'sdp' must be a string"),
+        (json.dumps({"sdp": SDP, "type": "answer"}).encode(), "must be 'offer'"),
+        (json.dumps({"sdp": "hello", "type": "offer"}).encode(), "not an SDP"),
+        (json.dumps({"sdp": "v=0\r\ns=-\r\n", "type": "offer"}).encode(), "no media section"),
+        (
+            json.dumps({"sdp": SDP.replace("m=audio", "m=video"), "type": "offer"}).encode(),
+            "offers no audio",
+        ),
+        (json.dumps({"sdp": SDP, "type": "offer", "restart_pc": "y"}).encode(), "restart_pc"),
+        (b"x" * 300_000, "larger than"),
+    ],
+)
+def test_bad_offer_is_rejected_with_reason(body: bytes, message: str) -> None:
+    with pytest.raises(SignallingError, match=message):
+        parse_offer(body)
+
+
+def test_every_truncated_offer_is_rejected() -> None:
+    body = json.dumps({"sdp": SDP, "type": "offer"}).encode()
+    for cut in range(len(body)):
+        with pytest.raises(SignallingError):
+            parse_offer(body[:cut])
+
+
+def test_random_bytes_are_rejected() -> None:
+    rng = random.Random(7)
+    for _ in range(200):
+        blob = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 64)))
+        with pytest.raises(SignallingError):
+            parse_offer(blob)
+
+
+def test_patch_parses_and_validates() -> None:
+    good = {
+        "pc_id": "p",
+        "candidates": [
+            {
+                "candidate": "candidate:1 1 udp 1 1.2.3.4 5 typ host",
+                "sdp_mid": "0",
+                "sdp_mline_index": 0,
+            }
+        ],
+    }
+    request = parse_patch(json.dumps(good).encode())
+    assert request.pc_id == "p" and request.candidates[0].sdp_mline_index == 0
+    for bad, message in [
+        ({"candidates": []}, "missing field 'pc_id'"),
+        ({"pc_id": "p"}, "'candidates' must be a list"),
+        ({"pc_id": "p", "candidates": [5]}, r"candidates\[0\] must be an object"),
+        ({"pc_id": "p", "candidates": [{"candidate": 1}]}, "must be a string"),
+        ({"pc_id": "p", "candidates": [{"candidate": "", "sdp_mid": 0}]}, "sdp_mline_index"),
+    ]:
+        with pytest.raises(SignallingError, match=message):
+            parse_patch(json.dumps(bad).encode())
