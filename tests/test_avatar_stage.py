@@ -1,0 +1,107 @@
+"""The avatar stage in real pipecat pipelines: pacing, order, idle video, interruption."""
+
+from __future__ import annotations
+
+import time
+
+from pipecat.frames.frames import (
+    Frame,
+    InterruptionFrame,
+    OutputImageRawFrame,
+    TTSAudioRawFrame,
+    TTSSpeakFrame,
+    TTSStoppedFrame,
+    TTSTextFrame,
+)
+from pipecat.pipeline.pipeline import Pipeline
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+from pipecat.tests.utils import SleepFrame, run_test
+
+from pipelines.config import TTSSettings
+from pipelines.stages.avatar import AvatarStage
+from pipelines.stages.tts import EspeakTTSService
+from renderer.avatar import AvatarCore
+from renderer.config import AvatarSettings
+
+SIZE = 128
+SAMPLE_RATE = 24_000
+LONG_REPLY = " ".join(["This sentence only makes the reply last for a good while."] * 5)
+
+
+class Timestamps(FrameProcessor):
+    """Passes everything on and notes when each downstream frame went by."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[tuple[float, Frame]] = []
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        await super().process_frame(frame, direction)
+        if direction is FrameDirection.DOWNSTREAM:
+            self.seen.append((time.monotonic(), frame))
+        await self.push_frame(frame, direction)
+
+
+def make_avatar() -> AvatarStage:
+    settings = AvatarSettings(width=SIZE, height=SIZE, device="cpu")
+    return AvatarStage(AvatarCore(settings, sample_rate=SAMPLE_RATE))
+
+
+def audio_seconds(frames: list[Frame]) -> float:
+    return sum(len(f.audio) / 2 / f.sample_rate for f in frames if isinstance(f, TTSAudioRawFrame))
+
+
+async def test_idle_avatar_streams_video_without_audio() -> None:
+    down, _ = await run_test(make_avatar(), frames_to_send=[SleepFrame(1.0)])
+    images = [f for f in down if isinstance(f, OutputImageRawFrame)]
+    assert 20 <= len(images) <= 30, len(images)  # 25 fps for one second
+    assert all(f.size == (SIZE, SIZE) and len(f.image) == SIZE * SIZE * 3 for f in images)
+    assert audio_seconds(down) == 0
+
+
+async def test_reply_audio_is_paced_with_frames_and_keeps_order() -> None:
+    watch = Timestamps()
+    pipeline = Pipeline([EspeakTTSService(TTSSettings()), make_avatar(), watch])
+    await run_test(
+        pipeline, frames_to_send=[TTSSpeakFrame("Hello there, nice to meet you."), SleepFrame(3.5)]
+    )
+    frames = [f for _, f in watch.seen]
+    audio = [(t, f) for t, f in watch.seen if isinstance(f, TTSAudioRawFrame)]
+    assert audio, "the reply's audio came out of the avatar"
+    # Every audio slice is one video frame period, and leaves next to its frame.
+    assert {len(f.audio) // 2 for _, f in audio} == {SAMPLE_RATE // 25}
+    for i, frame in enumerate(frames):
+        if isinstance(frame, TTSAudioRawFrame):
+            assert isinstance(frames[i + 1], OutputImageRawFrame)
+    # Released in real time, not as fast as espeak synthesises.
+    span = audio[-1][0] - audio[0][0]
+    assert span >= 0.8 * (len(audio) - 1) / 25, span
+    # Words and the end of speech leave after the audio that precedes them.
+    stopped = next(i for i, f in enumerate(frames) if isinstance(f, TTSStoppedFrame))
+    last_audio = max(i for i, f in enumerate(frames) if isinstance(f, TTSAudioRawFrame))
+    assert stopped > last_audio
+    assert next(f.text for f in frames if isinstance(f, TTSTextFrame)).startswith("Hello")
+
+
+async def test_interruption_stops_reply_audio_at_once() -> None:
+    """Scripted timeline: a long reply starts at 0 s, the user barges in at 1.0 s."""
+    watch = Timestamps()
+    pipeline = Pipeline([EspeakTTSService(TTSSettings()), make_avatar(), watch])
+    start = time.monotonic()
+    await run_test(
+        pipeline,
+        frames_to_send=[
+            TTSSpeakFrame(LONG_REPLY),
+            SleepFrame(1.0),
+            InterruptionFrame(),
+            SleepFrame(1.0),
+        ],
+    )
+    cut = next(t for t, f in watch.seen if isinstance(f, InterruptionFrame))
+    before = [f for t, f in watch.seen if t < cut]
+    after = [f for t, f in watch.seen if t > cut]
+    assert 0.5 < cut - start < 1.5
+    assert audio_seconds(before) > 0.5, "the reply was playing before the barge-in"
+    assert audio_seconds(after) == 0, "no reply audio after the interruption"
+    # The face keeps streaming (idle) after the interruption.
+    assert sum(isinstance(f, OutputImageRawFrame) for f in after) >= 15
