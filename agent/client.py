@@ -19,7 +19,7 @@ import httpx
 import numpy as np
 from aiortc import AudioStreamTrack, MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
-from av import AudioFrame
+from av import AudioFrame, VideoFrame
 
 MIC_RATE = 48_000
 MIC_FRAME = 960  # 20 ms
@@ -31,7 +31,7 @@ class MicrophoneTrack(AudioStreamTrack):
     def __init__(self) -> None:
         super().__init__()
         self._pending = np.zeros(0, np.int16)
-        self._start: float | None = None
+        self._t0: float | None = None
         self._sent = 0
 
     def say(self, pcm: np.ndarray, sample_rate: int) -> float:
@@ -45,9 +45,9 @@ class MicrophoneTrack(AudioStreamTrack):
 
     async def recv(self) -> AudioFrame:  # type: ignore[override]
         """The next 20 ms, paced on the wall clock."""
-        if self._start is None:
-            self._start = time.monotonic()
-        wait = self._start + self._sent / MIC_RATE - time.monotonic()
+        if self._t0 is None:
+            self._t0 = time.monotonic()
+        wait = self._t0 + self._sent / MIC_RATE - time.monotonic()
         if wait > 0:
             await asyncio.sleep(wait)
         chunk = self._pending[:MIC_FRAME]
@@ -128,12 +128,12 @@ class AvatarClient:
             while True:
                 frame = await track.recv()
                 now = time.monotonic()
-                if track.kind == "audio":
+                if isinstance(frame, AudioFrame):
                     pcm = frame.to_ndarray().reshape(-1)
                     if frame.layout.name == "stereo":
                         pcm = pcm.reshape(-1, 2).mean(axis=1).astype(np.int16)
                     self.received.audio.append((now, pcm, frame.sample_rate))
-                else:
+                elif isinstance(frame, VideoFrame):
                     rgb = frame.to_ndarray(format="rgb24") if self.keep_video else None
                     self.received.video.append((now, rgb))
 

@@ -22,7 +22,7 @@ from pipecat.turns.user_turn_strategies import UserTurnStrategies
 
 from pipelines.config import LLMSettings, STTSettings, TTSSettings, VADSettings
 from pipelines.stages.avatar import AvatarStage
-from pipelines.stages.llm import create_llm_service, initial_messages
+from pipelines.stages.llm import create_llm_service
 from pipelines.stages.stt import create_stt_service
 from pipelines.stages.tts import EspeakTTSService
 from pipelines.stats import SessionStatsObserver
@@ -87,7 +87,8 @@ def build_conversation(
     tts_service = EspeakTTSService(tts)
     avatar_stage = AvatarStage(AvatarCore(avatar, sample_rate=AUDIO_OUT_SAMPLE_RATE))
 
-    context = LLMContext(initial_messages(llm))
+    # The system prompt lives on the LLM service (pipecat 1.14 deprecates it in the context).
+    context = LLMContext()
     aggregators = LLMContextAggregatorPair(context, user_params=_vad_and_turns(vad))
 
     pipeline = Pipeline(

@@ -39,7 +39,7 @@ class PacedVideoTrack(VideoStreamTrack):
         self.width, self.height, self.fps = width, height, fps
         self._queue: deque[bytes] = deque()
         self._last = VideoFrame.from_ndarray(np.zeros((height, width, 3), np.uint8), "rgb24")
-        self._start: float | None = None
+        self._clock_start: float | None = None
         self._index = 0
         self.frames_sent = 0
         self.frames_repeated = 0
@@ -65,9 +65,9 @@ class PacedVideoTrack(VideoStreamTrack):
     async def recv(self) -> VideoFrame:  # type: ignore[override]
         """Return the next frame at its deadline; repeat the last one if nothing is new."""
         now = time.monotonic()
-        if self._start is None:
-            self._start = now
-        deadline = self._start + self._index / self.fps
+        if self._clock_start is None:
+            self._clock_start = now
+        deadline = self._clock_start + self._index / self.fps
         if deadline > now:
             await asyncio.sleep(deadline - now)
         elif now - deadline > MAX_LAG_FRAMES / self.fps:

@@ -32,7 +32,6 @@ from pipelines.persona import PersonaError, load_persona
 from pipelines.stages.llm import (
     PersonaLLMService,
     create_llm_service,
-    initial_messages,
     last_user_text,
     split_pieces,
 )
@@ -142,10 +141,6 @@ def test_base_url_must_be_http() -> None:
         create_llm_service(LLMSettings(base_url="localhost:11434/v1"))
 
 
-def test_system_prompt_goes_on_the_service_not_the_context() -> None:
-    assert initial_messages(LLMSettings(system_prompt="Be brief.")) == []
-
-
 # The real OpenAI client against a local OpenAI-compatible server
 
 
@@ -216,7 +211,7 @@ async def test_openai_service_streams_from_a_compatible_server() -> None:
         llm, why = create_llm_service(settings)
         assert isinstance(llm, OpenAILLMService)
         assert "stub-model" in why and stub.base_url in why
-        context = LLMContext([*initial_messages(settings), {"role": "user", "content": "hi"}])
+        context = LLMContext([{"role": "user", "content": "hi"}])
         down, _ = await run_test(llm, frames_to_send=[LLMContextFrame(context)])
 
     frames = _response(down)

@@ -28,9 +28,10 @@ def offer_loopback_candidates(enabled: bool = True) -> None:
                 addresses.append(LOOPBACK)
             return addresses
 
-        aioice.ice.get_host_addresses = with_loopback
+        # Replacing a library function on purpose; see the module docstring.
+        aioice.ice.get_host_addresses = with_loopback  # type: ignore[assignment]
     elif not enabled and _original is not None:
-        aioice.ice.get_host_addresses = _original
+        aioice.ice.get_host_addresses = _original  # type: ignore[assignment]
         _original = None
 
 

@@ -175,11 +175,3 @@ def create_llm_service(settings: LLMSettings) -> tuple[LLMService[Any], str]:
         )
     logger.info(f"LLM: {why}")
     return service, why
-
-
-def initial_messages(settings: LLMSettings) -> list[dict]:
-    """Messages a new conversation's context starts with: none, the prompt is on the service."""
-    # pipecat 1.14 deprecates a "system" message in the context (it warns, and 2.0 drops
-    # it); create_llm_service passes settings.system_prompt as the service's
-    # system_instruction instead, where pipecat composes it with its own instructions.
-    return []
