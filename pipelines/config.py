@@ -64,3 +64,10 @@ class VADSettings(BaseModel):
     smart_turn: bool = Field(
         True, description="Use the smart-turn model to decide the end of a turn."
     )
+    turn_max_silence_secs: float = Field(
+        1.5,
+        ge=0.2,
+        le=10.0,
+        description="Silence that ends a turn even when smart-turn judges it unfinished "
+        "(or, without smart-turn, the silence that ends every turn).",
+    )

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from loguru import logger
+from pipecat.audio.turn.smart_turn.base_smart_turn import SmartTurnParams
+from pipecat.audio.turn.smart_turn.local_smart_turn_v3 import LocalSmartTurnAnalyzerV3
 from pipecat.audio.vad.silero import SileroVADAnalyzer
 from pipecat.audio.vad.vad_analyzer import VADParams
 from pipecat.frames.frames import LLMRunFrame
@@ -17,7 +19,11 @@ from pipecat.processors.aggregators.llm_response_universal import (
 )
 from pipecat.transports.base_transport import TransportParams
 from pipecat.transports.smallwebrtc.connection import SmallWebRTCConnection
-from pipecat.turns.user_stop import SpeechTimeoutUserTurnStopStrategy
+from pipecat.turns.user_stop import (
+    BaseUserTurnStopStrategy,
+    SpeechTimeoutUserTurnStopStrategy,
+    TurnAnalyzerUserTurnStopStrategy,
+)
 from pipecat.turns.user_turn_strategies import UserTurnStrategies
 
 from pipelines.config import LLMSettings, STTSettings, TTSSettings, VADSettings
@@ -51,10 +57,17 @@ def _vad_and_turns(vad: VADSettings) -> LLMUserAggregatorParams:
             confidence=vad.confidence, start_secs=vad.start_secs, stop_secs=vad.stop_secs
         )
     )
-    # The default stop strategy is pipecat's bundled smart-turn v3 model.
-    strategies = (
-        None if vad.smart_turn else UserTurnStrategies(stop=[SpeechTimeoutUserTurnStopStrategy()])
-    )
+    stop: BaseUserTurnStopStrategy
+    if vad.smart_turn:
+        # pipecat's bundled smart-turn v3 model. Its own fallback waits 3 s of silence
+        # after a turn it judges unfinished, which feels stuck in a conversation.
+        analyzer_params = SmartTurnParams(stop_secs=vad.turn_max_silence_secs)
+        stop = TurnAnalyzerUserTurnStopStrategy(
+            turn_analyzer=LocalSmartTurnAnalyzerV3(params=analyzer_params)
+        )
+    else:
+        stop = SpeechTimeoutUserTurnStopStrategy(user_speech_timeout=vad.turn_max_silence_secs)
+    strategies = UserTurnStrategies(stop=[stop])
     return LLMUserAggregatorParams(vad_analyzer=analyzer, user_turn_strategies=strategies)
 
 
