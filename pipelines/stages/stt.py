@@ -7,6 +7,7 @@ choice, but needs a CTranslate2 model folder (or one already in the Hugging Face
 
 from __future__ import annotations
 
+import asyncio
 import io
 import re
 import wave
@@ -15,16 +16,23 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import soxr
 from loguru import logger
-from pipecat.frames.frames import Frame, TranscriptionFrame
+from pipecat.frames.frames import (
+    EndFrame,
+    Frame,
+    TranscriptionFrame,
+    VADUserStartedSpeakingFrame,
+    VADUserStoppedSpeakingFrame,
+)
 from pipecat.services.settings import STTSettings as PipecatSTTSettings
-from pipecat.services.stt_service import SegmentedSTTService, STTService
+from pipecat.services.stt_service import STTService
 from pipecat.transcriptions.language import Language
 from pipecat.utils.time import time_now_iso8601
 from pipecat.utils.tracing.service_decorators import traced_stt
 
 from pipelines.config import STTSettings
-from pipelines.speech.sphinx import shared_worker
+from pipelines.speech.sphinx import SphinxWorker
 
 POCKETSPHINX_SAMPLE_RATE = 16000
 POCKETSPHINX_MODEL_NAME = "cmusphinx-en-us"
@@ -49,28 +57,46 @@ POCKETSPHINX_OPTIONS: dict[str, Any] = {"loglevel": "FATAL"}
 # segments are not decoded at all.
 SILENCE_PEAK = 16
 
+# VAD reports speech after start_secs (0.2 s) of it, plus its own analysis window; the
+# decoder gets this much audio from before that moment so first syllables are not lost.
+PREROLL_S = 0.5
+# Longest wait for a pending transcript when the pipeline ends gracefully.
+FINISH_TIMEOUT_S = 5.0
+
 
 class STTEngineError(RuntimeError):
     """The configured speech-to-text engine cannot run; the message says how to fix it."""
 
 
-class PocketsphinxSTTService(SegmentedSTTService):
-    """Offline English STT on pocketsphinx, one decode per VAD segment (WAV in, text out)."""
+class PocketsphinxSTTService(STTService):
+    """Offline English STT on pocketsphinx, decoding while the user speaks.
+
+    Audio goes to the decoder from the moment VAD hears speech (plus a little audio from
+    before, since VAD starts late), so at the end of speech only the final search pass
+    remains. Each service owns its decoder process; ``cleanup`` stops it.
+    """
 
     def __init__(
         self,
         *,
         decoder_options: dict[str, Any] | None = None,
         ttfs_p99_latency: float | None = POCKETSPHINX_TTFS_P99,
+        preroll_s: float = PREROLL_S,
         **kwargs: Any,
     ) -> None:
-        """Load the decoder once; extra kwargs go to pipecat's SegmentedSTTService."""
+        """Start the decoder process; extra kwargs go to pipecat's STTService."""
         super().__init__(
             settings=PipecatSTTSettings(model=POCKETSPHINX_MODEL_NAME, language=Language.EN),
             ttfs_p99_latency=ttfs_p99_latency,
             **kwargs,
         )
-        self._worker = shared_worker({**POCKETSPHINX_OPTIONS, **(decoder_options or {})})
+        self._worker = SphinxWorker({**POCKETSPHINX_OPTIONS, **(decoder_options or {})})
+        self._preroll_s = preroll_s
+        self._preroll = bytearray()  # 16 kHz int16 audio from just before speech began
+        self._resampler: soxr.ResampleStream | None = None
+        self._in_utterance = False
+        self._utterance_peak = 0
+        self._finish_tasks: set[asyncio.Task] = set()
 
     def can_generate_metrics(self) -> bool:
         """Report processing and TTFB metrics, like pipecat's Whisper service."""
@@ -89,7 +115,7 @@ class PocketsphinxSTTService(SegmentedSTTService):
         return self.transcribe(wav_to_mono16k(audio))
 
     def transcribe(self, pcm: np.ndarray) -> str:
-        """Decode 16 kHz mono int16 samples and return the words (blocking)."""
+        """Decode a whole utterance of 16 kHz mono int16 samples (blocking)."""
         if _is_silent(pcm):
             return ""
         return self._worker.transcribe(pcm)
@@ -100,20 +126,76 @@ class PocketsphinxSTTService(SegmentedSTTService):
     ) -> None:
         """Hook for pipecat's STT tracing span."""
 
+    def _to_16k(self, audio: bytes) -> bytes:
+        if self.sample_rate == POCKETSPHINX_SAMPLE_RATE:
+            return audio
+        if self._resampler is None:
+            self._resampler = soxr.ResampleStream(
+                self.sample_rate, POCKETSPHINX_SAMPLE_RATE, 1, dtype="int16"
+            )
+        return self._resampler.resample_chunk(np.frombuffer(audio, np.int16)).tobytes()
+
     async def run_stt(self, audio: bytes) -> AsyncGenerator[Frame, None]:
-        """Decode one WAV segment off the event loop; yield a TranscriptionFrame if it had words."""
+        """Stream one input chunk to the decoder, or keep it as pre-roll between utterances."""
+        pcm = self._to_16k(audio)
+        if self._in_utterance:
+            self._utterance_peak = max(self._utterance_peak, _peak(pcm))
+            self._worker.feed(pcm)
+        else:
+            self._preroll += pcm
+            keep = int(self._preroll_s * POCKETSPHINX_SAMPLE_RATE) * 2
+            del self._preroll[: max(0, len(self._preroll) - keep)]
+        return
+        yield  # an async generator that yields nothing: the words come at the end
+
+    async def _handle_vad_user_started_speaking(self, frame: VADUserStartedSpeakingFrame) -> None:
+        await super()._handle_vad_user_started_speaking(frame)
+        self._worker.start(bytes(self._preroll))
+        self._utterance_peak = _peak(bytes(self._preroll))
+        self._preroll.clear()
+        self._in_utterance = True
+
+    async def _handle_vad_user_stopped_speaking(self, frame: VADUserStoppedSpeakingFrame) -> None:
+        await super()._handle_vad_user_stopped_speaking(frame)
+        if not self._in_utterance:
+            return
+        self._in_utterance = False
+        # The last search pass takes tens of ms; audio keeps flowing meanwhile.
+        task = self.create_task(self._finish_utterance(), name="pocketsphinx-finish")
+        self._finish_tasks.add(task)
+        task.add_done_callback(self._finish_tasks.discard)
+
+    async def _finish_utterance(self) -> None:
         await self.start_processing_metrics()
         try:
-            pcm = wav_to_mono16k(audio)
-            text = "" if _is_silent(pcm) else await self._worker.transcribe_async(pcm)
+            text = await self._worker.finish_async()
         finally:
             await self.stop_processing_metrics()
-        if not text:
-            logger.debug(f"{self}: no words in {len(audio)} bytes of audio")
+        if self._utterance_peak < SILENCE_PEAK or not text:
+            logger.debug(f"{self}: no words in that utterance")
             return
         await self._handle_transcription(text, True, Language.EN)
         logger.debug(f"Transcription: [{text}]")
-        yield TranscriptionFrame(text, self._user_id, time_now_iso8601(), Language.EN)
+        transcript = TranscriptionFrame(text, self._user_id, time_now_iso8601(), Language.EN)
+        transcript.finalized = True  # the whole utterance: no later revision comes
+        await self.push_frame(transcript)
+
+    async def stop(self, frame: EndFrame) -> None:
+        """A graceful end still delivers the words of an utterance that just ended."""
+        if self._finish_tasks:
+            await asyncio.wait(list(self._finish_tasks), timeout=FINISH_TIMEOUT_S)
+        await super().stop(frame)
+
+    async def cleanup(self) -> None:
+        """Stop pending work and the decoder process; safe to call twice."""
+        for task in list(self._finish_tasks):
+            await self.cancel_task(task)
+        await super().cleanup()
+        self._worker.close()
+
+
+def _peak(pcm: bytes) -> int:
+    return int(np.abs(np.frombuffer(pcm, np.int16).astype(np.int32)).max()) if pcm else 0
 
 
 def _is_silent(pcm: np.ndarray) -> bool:
@@ -130,8 +212,6 @@ def wav_to_mono16k(audio: bytes) -> np.ndarray:
     if channels > 1:
         samples = samples.reshape(-1, channels).mean(axis=1).astype(np.int16)
     if rate != POCKETSPHINX_SAMPLE_RATE and samples.size:
-        import soxr
-
         samples = soxr.resample(samples, rate, POCKETSPHINX_SAMPLE_RATE)
     return samples
 
