@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from pipelines.config import LLMSettings, STTSettings, TTSSettings, VADSettings
+from pipelines.config import LatencyBudgets, LLMSettings, STTSettings, TTSSettings, VADSettings
 from renderer.config import AvatarSettings
 
 
@@ -43,6 +43,7 @@ class Settings(BaseModel):
     tts: TTSSettings = Field(default_factory=TTSSettings)
     vad: VADSettings = Field(default_factory=VADSettings)
     avatar: AvatarSettings = Field(default_factory=AvatarSettings)
+    budgets: LatencyBudgets = Field(default_factory=LatencyBudgets)
 
 
 class ConfigError(ValueError):

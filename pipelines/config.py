@@ -71,3 +71,23 @@ class VADSettings(BaseModel):
         description="Silence that ends a turn even when smart-turn judges it unfinished "
         "(or, without smart-turn, the silence that ends every turn).",
     )
+
+
+class LatencyBudgets(BaseModel):
+    """Per-stage latency budgets of one turn, in milliseconds (defaults fit the embedded
+    offline setup on a 2-core CPU). A turn over any budget is logged and reported to the
+    page over RTVI."""
+
+    vad_stop: float = Field(
+        600, gt=0, description="User's speech really ended -> VAD/turn detection decided."
+    )
+    stt: float = Field(500, gt=0, description="User's speech ended -> final transcript.")
+    llm_ttft: float = Field(400, gt=0, description="Turn decided -> first LLM token.")
+    tts_ttfb: float = Field(150, gt=0, description="First LLM token -> first TTS audio.")
+    render_first_frame: float = Field(
+        80, gt=0, description="TTS audio into the renderer -> its first frame out."
+    )
+    transport: float = Field(100, gt=0, description="Out of the pipeline -> sent to the peer.")
+    end_to_end: float = Field(
+        900, gt=0, description="User stops speaking -> first reply audio/video sent."
+    )

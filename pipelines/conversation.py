@@ -17,6 +17,7 @@ from pipecat.processors.aggregators.llm_response_universal import (
     LLMContextAggregatorPair,
     LLMUserAggregatorParams,
 )
+from pipecat.processors.frameworks.rtvi.frames import RTVIServerMessageFrame
 from pipecat.transports.base_transport import TransportParams
 from pipecat.transports.smallwebrtc.connection import SmallWebRTCConnection
 from pipecat.turns.user_stop import (
@@ -26,7 +27,8 @@ from pipecat.turns.user_stop import (
 )
 from pipecat.turns.user_turn_strategies import UserTurnStrategies
 
-from pipelines.config import LLMSettings, STTSettings, TTSSettings, VADSettings
+from pipelines.config import LatencyBudgets, LLMSettings, STTSettings, TTSSettings, VADSettings
+from pipelines.latency import TurnLatencyObserver
 from pipelines.stages.avatar import AvatarStage
 from pipelines.stages.llm import create_llm_service
 from pipelines.stages.stt import create_stt_service
@@ -48,6 +50,7 @@ class Conversation:
     transport: AvatarWebRTCTransport
     avatar: AvatarStage
     stats: SessionStatsObserver
+    latency: TurnLatencyObserver
     engines: dict[str, str] = field(default_factory=dict)
 
 
@@ -79,6 +82,7 @@ def build_conversation(
     tts: TTSSettings,
     vad: VADSettings,
     avatar: AvatarSettings,
+    budgets: LatencyBudgets | None = None,
 ) -> Conversation:
     """Build the pipeline for one WebRTC peer; the avatar greets once the peer connects."""
     transport = AvatarWebRTCTransport(
@@ -116,6 +120,16 @@ def build_conversation(
             aggregators.assistant(),
         ]
     )
+    budgets = budgets or LatencyBudgets()
+    latency = TurnLatencyObserver(
+        tts=tts_service,
+        avatar=avatar_stage,
+        output=transport.output(),
+        budgets=budgets,
+        on_turn=lambda report: worker.queue_frame(
+            RTVIServerMessageFrame(data=report.as_message(budgets))
+        ),
+    )
     stats = SessionStatsObserver(
         output_processor=transport.output(), input_processor=transport.input()
     )
@@ -126,7 +140,7 @@ def build_conversation(
             audio_out_sample_rate=AUDIO_OUT_SAMPLE_RATE,
             enable_metrics=True,
         ),
-        observers=[stats],
+        observers=[stats, latency],
         # The peer leaving ends the call; an idle call is a valid kiosk state.
         idle_timeout_secs=None,
     )
@@ -141,4 +155,4 @@ def build_conversation(
 
     engines = {"stt": stt_why, "llm": llm_why, "tts": f"espeak-ng voice {tts.voice}"}
     logger.info(f"conversation {connection.pc_id}: " + "; ".join(engines.values()))
-    return Conversation(worker, transport, avatar_stage, stats, engines)
+    return Conversation(worker, transport, avatar_stage, stats, latency, engines)

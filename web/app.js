@@ -19,6 +19,20 @@ const call = new VisageCall({
   audioProcessing: params.get("audio_processing") !== "0",
 });
 let stats = null;
+const debugOverlay = params.get("debug") === "1" ? $("debug") : null;
+if (debugOverlay) debugOverlay.hidden = false;
+
+// ?debug=1: the last turn's stage times against their budgets.
+function showLatency(report) {
+  const rows = Object.entries(report.stages_ms).map(([stage, ms]) => {
+    const budget = report.budgets_ms[stage];
+    const over = report.over_budget.includes(stage) ? " over" : "";
+    return `<tr class="${over}"><td>${stage}</td><td>${Math.round(ms)}</td><td>${budget}</td></tr>`;
+  });
+  debugOverlay.innerHTML =
+    `<table><caption>turn ${report.turn} (ms)</caption>` +
+    `<tr><th>stage</th><th>took</th><th>budget</th></tr>${rows.join("")}</table>`;
+}
 let botWords = [];
 
 // Tests and benchmarks read this; it is also handy in the devtools console.
@@ -96,6 +110,13 @@ call.addEventListener("rtvi", ({ detail: message }) => {
     case "bot-output":
       if (data.spoken !== false && data.text) {
         window.visage.botTranscripts.push({ t: performance.now(), text: data.text });
+      }
+      break;
+    case "server-message":
+      if (data.type === "visage-latency") {
+        window.visage.latency = window.visage.latency || [];
+        window.visage.latency.push(data);
+        if (debugOverlay) showLatency(data);
       }
       break;
     case "error":

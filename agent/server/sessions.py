@@ -33,6 +33,7 @@ def default_factory(connection: SmallWebRTCConnection, settings: Settings) -> Co
         tts=settings.tts,
         vad=settings.vad,
         avatar=settings.avatar,
+        budgets=settings.budgets,
     )
 
 
@@ -62,6 +63,10 @@ class Session:
             "age_s": round(time.time() - self.started_at, 1),
             "engines": self.conversation.engines,
             "stats": self.conversation.stats.stats.as_dict(),
+            "turns": [
+                {"turn": r.turn, "stages_ms": r.stages_ms, "over_budget": r.over_budget}
+                for r in self.conversation.latency.reports
+            ],
             "video": {
                 "rendered": self.conversation.avatar.frames_rendered,
                 "sent": track.frames_sent if track else 0,

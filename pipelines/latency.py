@@ -1,0 +1,169 @@
+"""Per-turn stage timings, measured where each stage is, checked against budgets.
+
+The observer watches frames as they pass between processors (pipecat's observer hook),
+so no stage reports on itself: a stage's time is the gap between two frames seen at
+its edges. Times are wall-clock seconds (``time.time()``), as in VAD frames.
+
+Stages of one turn:
+- ``vad_stop``: the user's speech really ended -> the turn was decided
+  (``UserStoppedSpeakingFrame``); speech end = VAD stop time minus its ``stop_secs``.
+- ``stt``: the user's speech ended -> the final transcript.
+- ``llm_ttft``: the turn decided -> the first LLM text.
+- ``tts_ttfb``: the first LLM text -> the first TTS audio.
+- ``render_first_frame``: the first TTS audio into the avatar -> its first frame out.
+- ``transport``: that frame into the output transport -> the transport started sending.
+- ``end_to_end``: the user's speech ended -> the first reply audio and video sent.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from loguru import logger
+from pipecat.frames.frames import (
+    BotStartedSpeakingFrame,
+    InterruptionFrame,
+    LLMTextFrame,
+    OutputImageRawFrame,
+    TranscriptionFrame,
+    TTSAudioRawFrame,
+    UserStoppedSpeakingFrame,
+    VADUserStoppedSpeakingFrame,
+)
+from pipecat.observers.base_observer import BaseObserver, FramePushed
+
+from pipelines.config import LatencyBudgets
+
+STAGES: tuple[str, ...] = (
+    "vad_stop",
+    "stt",
+    "llm_ttft",
+    "tts_ttfb",
+    "render_first_frame",
+    "transport",
+    "end_to_end",
+)
+
+
+@dataclass
+class TurnReport:
+    """One turn's stage times (ms) and the budgets it broke."""
+
+    turn: int
+    stages_ms: dict[str, float]
+    over_budget: list[str] = field(default_factory=list)
+
+    def as_message(self, budgets: LatencyBudgets) -> dict[str, object]:
+        """The RTVI server-message payload the page's debug overlay reads."""
+        return {
+            "type": "visage-latency",
+            "turn": self.turn,
+            "stages_ms": {k: round(v, 1) for k, v in self.stages_ms.items()},
+            "budgets_ms": budgets.model_dump(),
+            "over_budget": self.over_budget,
+        }
+
+
+@dataclass
+class _Marks:
+    speech_end: float | None = None
+    turn_decided: float | None = None
+    transcript: float | None = None
+    llm_first: float | None = None
+    tts_first: float | None = None
+    avatar_in: float | None = None
+    avatar_out: float | None = None
+    sent: float | None = None
+
+
+class TurnLatencyObserver(BaseObserver):
+    """Times each turn's stages from frames seen between the given processors."""
+
+    def __init__(
+        self,
+        *,
+        tts: object,
+        avatar: object,
+        output: object,
+        budgets: LatencyBudgets,
+        on_turn: Callable[[TurnReport], Awaitable[None]] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self._tts, self._avatar, self._output = tts, avatar, output
+        self.budgets = budgets
+        self._on_turn = on_turn
+        self._marks = _Marks()
+        self._measuring = False
+        self.reports: list[TurnReport] = []
+
+    async def on_push_frame(self, data: FramePushed) -> None:
+        """Note the first time each edge of the current turn is seen."""
+        frame, now, m = data.frame, time.time(), self._marks
+        if isinstance(frame, VADUserStoppedSpeakingFrame) and data.first_push:
+            # A new stop inside a turn moves the end of speech later.
+            m.speech_end = frame.timestamp - frame.stop_secs
+            self._measuring = True
+        if not self._measuring:
+            return
+        if isinstance(frame, UserStoppedSpeakingFrame) and m.turn_decided is None:
+            m.turn_decided = now
+            m.llm_first = m.tts_first = m.avatar_in = m.avatar_out = m.sent = None
+        elif isinstance(frame, TranscriptionFrame) and frame.finalized:
+            m.transcript = now
+        elif m.turn_decided is None:
+            return
+        elif isinstance(frame, LLMTextFrame) and m.llm_first is None:
+            m.llm_first = now
+        elif isinstance(frame, TTSAudioRawFrame):
+            if data.source is self._tts and m.tts_first is None:
+                m.tts_first = now
+            if data.destination is self._avatar and m.avatar_in is None:
+                m.avatar_in = now
+        elif isinstance(frame, OutputImageRawFrame):
+            if data.source is self._avatar and m.avatar_in is not None and m.avatar_out is None:
+                m.avatar_out = now
+        elif isinstance(frame, BotStartedSpeakingFrame) and data.source is self._output:
+            if m.sent is None and m.avatar_out is not None:
+                m.sent = now
+                await self._finish_turn()
+        elif isinstance(frame, InterruptionFrame) and data.first_push and m.sent is None:
+            # The reply never got out; the next VAD stop starts a fresh measurement.
+            if m.llm_first is not None:
+                self._reset()
+
+    def _reset(self) -> None:
+        self._marks = _Marks()
+        self._measuring = False
+
+    async def _finish_turn(self) -> None:
+        m = self._marks
+        spans = {
+            "vad_stop": (m.speech_end, m.turn_decided),
+            "stt": (m.speech_end, m.transcript),
+            "llm_ttft": (m.turn_decided, m.llm_first),
+            "tts_ttfb": (m.llm_first, m.tts_first),
+            "render_first_frame": (m.avatar_in, m.avatar_out),
+            "transport": (m.avatar_out, m.sent),
+            "end_to_end": (m.speech_end, m.sent),
+        }
+        stages = {
+            name: max(0.0, (end - start) * 1000)
+            for name, (start, end) in spans.items()
+            if start is not None and end is not None
+        }
+        budgets = self.budgets.model_dump()
+        over = [name for name, ms in stages.items() if ms > budgets[name]]
+        report = TurnReport(turn=len(self.reports) + 1, stages_ms=stages, over_budget=over)
+        self.reports.append(report)
+        self._reset()
+        line = ", ".join(f"{k} {v:.0f}" for k, v in stages.items())
+        if over:
+            logger.warning(f"turn {report.turn} over budget ({', '.join(over)}): {line} ms")
+        else:
+            logger.info(f"turn {report.turn}: {line} ms")
+        if self._on_turn is not None:
+            await self._on_turn(report)
