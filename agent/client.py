@@ -12,6 +12,7 @@ import contextlib
 import fractions
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,13 +36,20 @@ class MicrophoneTrack(AudioStreamTrack):
         self._sent = 0
 
     def say(self, pcm: np.ndarray, sample_rate: int) -> float:
-        """Queue int16 mono audio; returns seconds until it starts playing."""
+        """Queue int16 mono audio; returns when (time.monotonic()) it starts being sent."""
         if sample_rate != MIC_RATE:
             idx = np.arange(0, len(pcm), sample_rate / MIC_RATE)
             pcm = np.interp(idx, np.arange(len(pcm)), pcm).astype(np.int16)
-        delay = len(self._pending) / MIC_RATE
+        queued = len(self._pending)
         self._pending = np.concatenate([self._pending, pcm.astype(np.int16)])
-        return delay
+        if self._t0 is None:
+            return time.monotonic() + queued / MIC_RATE
+        return self._t0 + (self._sent + queued) / MIC_RATE
+
+    @property
+    def busy(self) -> bool:
+        """Whether queued speech is still being sent."""
+        return len(self._pending) > 0
 
     async def recv(self) -> AudioFrame:  # type: ignore[override]
         """The next 20 ms, paced on the wall clock."""
@@ -67,7 +75,8 @@ class Received:
     """Media that arrived, each item with its arrival time (time.monotonic())."""
 
     audio: list[tuple[float, np.ndarray, int]] = field(default_factory=list)  # (t, pcm, rate)
-    video: list[tuple[float, np.ndarray | None]] = field(default_factory=list)  # (t, rgb)
+    # (t, pts in seconds, rgb kept only with keep_video, video_probe's value or None)
+    video: list[tuple[float, float, np.ndarray | None, float | None]] = field(default_factory=list)
     messages: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
 
     def audio_seconds(self) -> float:
@@ -78,9 +87,17 @@ class Received:
 class AvatarClient:
     """One call to a Visage server from Python."""
 
-    def __init__(self, base_url: str, *, keep_video: bool = False) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        keep_video: bool = False,
+        video_probe: Callable[[np.ndarray], float] | None = None,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.keep_video = keep_video
+        # Called on each received frame's RGB pixels; its value is stored, not the frame.
+        self.video_probe = video_probe
         self.mic = MicrophoneTrack()
         self.received = Received()
         self.pc_id: str | None = None
@@ -134,8 +151,14 @@ class AvatarClient:
                         pcm = pcm.reshape(-1, 2).mean(axis=1).astype(np.int16)
                     self.received.audio.append((now, pcm, frame.sample_rate))
                 elif isinstance(frame, VideoFrame):
-                    rgb = frame.to_ndarray(format="rgb24") if self.keep_video else None
-                    self.received.video.append((now, rgb))
+                    rgb = None
+                    if self.keep_video or self.video_probe is not None:
+                        rgb = frame.to_ndarray(format="rgb24")
+                    probe = self.video_probe(rgb) if self.video_probe and rgb is not None else None
+                    pts = now
+                    if frame.pts is not None and frame.time_base is not None:
+                        pts = float(frame.pts * frame.time_base)
+                    self.received.video.append((now, pts, rgb if self.keep_video else None, probe))
 
     async def connect(self, timeout_s: float = 15.0) -> None:
         """Offer, apply the answer, and wait until media flows."""

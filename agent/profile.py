@@ -1,0 +1,468 @@
+"""`visage profile`: play the user over real WebRTC and time every turn from what arrives.
+
+The profiler is an aiortc client (``agent.client.AvatarClient``). It speaks synthesised
+questions with pauses, barges in on one reply, and records the received audio and video
+with their arrival times. Figures about what the user experiences (end-to-end time, the
+audio/video offset, how fast a barge-in silences the avatar and closes its mouth) are
+measured from that received media: the audio's loudness and the mouth seen in the
+frames. The per-stage times inside the server come from its own turn reports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+from agent.client import AvatarClient, Received
+from agent.config import Settings
+from pipelines.latency import STAGES
+
+QUESTIONS = (
+    "Hello, who are you?",
+    "What can you do?",
+    "Are you running offline?",
+    "How does this work?",
+    "Tell me a joke.",
+    "What is Visage?",
+)
+BARGE_IN = "Wait, stop please."
+LOUD = 0.02  # RMS (full scale 1.0) above which received audio counts as speech
+ENVELOPE_HZ = 100
+REPLY_SILENCE_S = 0.8  # a reply has ended after this much quiet
+TURN_TIMEOUT_S = 25.0
+MOUTH_CLOSED = 0.1  # estimated jawOpen at or below which the mouth counts as closed
+
+
+class MouthMeter:
+    """Estimates jawOpen from received pixels: how dark the mouth box is.
+
+    The box and the darkness-to-jawOpen table come from rendering the avatar's own face
+    at the session's size with the jaw at several openings, so nothing here trusts the
+    server's claims about what it drew.
+    """
+
+    def __init__(self, width: int, height: int) -> None:
+        from renderer.frames.face import FaceRenderer
+        from renderer.motion.space import IDX, neutral_motion
+
+        face = FaceRenderer(width, height, device="cpu")
+        levels = np.linspace(0.0, 1.0, 11)
+        frames = []
+        for level in levels:
+            motion = neutral_motion()
+            motion[IDX["jawOpen"]] = level
+            frames.append(face.render(motion))
+        changed = np.abs(frames[-1].astype(int) - frames[0].astype(int)).sum(axis=2) > 30
+        ys, xs = np.nonzero(changed)
+        pad_y, pad_x = height // 40, width // 40
+        self.box = (
+            max(ys.min() - pad_y, 0),
+            min(ys.max() + pad_y, height),
+            max(xs.min() - pad_x, 0),
+            min(xs.max() + pad_x, width),
+        )
+        darkness = np.array([self._darkness(f) for f in frames])
+        # Darkness grows with the opening; keep the table monotonic for interpolation.
+        self._darkness_table = np.maximum.accumulate(darkness)
+        self._levels = levels
+
+    def _darkness(self, rgb: np.ndarray) -> float:
+        y0, y1, x0, x1 = self.box
+        luma = rgb[y0:y1, x0:x1].astype(np.float32).mean(axis=2)
+        return float((luma < 80).mean())
+
+    def __call__(self, rgb: np.ndarray) -> float:
+        """Estimated jawOpen in [0, 1] for one received frame."""
+        return float(np.interp(self._darkness(rgb), self._darkness_table, self._levels))
+
+
+@dataclass
+class TurnResult:
+    """What the client measured for one turn."""
+
+    question: str
+    speech_end: float
+    reply_onset: float | None = None
+    reply_end: float | None = None
+    av_offset_ms: float | None = None
+    barge_in: bool = False
+    barge_onset: float | None = None
+    audio_stop_ms: float | None = None
+    mouth_close_ms: float | None = None
+    audio_after_stop_ms: float = 0.0
+
+    @property
+    def end_to_end_ms(self) -> float | None:
+        """User's speech end -> first loud reply audio at the client."""
+        if self.reply_onset is None:
+            return None
+        return (self.reply_onset - self.speech_end) * 1000
+
+
+@dataclass
+class Timeline:
+    """Received media as even-rate series: audio loudness and estimated jawOpen."""
+
+    start: float
+    audio: np.ndarray  # (N,) RMS per 10 ms by arrival time
+    mouth_t: np.ndarray  # (M,) arrival times of video frames
+    mouth: np.ndarray  # (M,) estimated jawOpen per frame
+    pts: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (M,) video pts, s
+
+    @classmethod
+    def from_received(cls, received: Received, start: float) -> Timeline:
+        """Bin audio into 10 ms loudness by arrival time; keep per-frame mouth values."""
+        end = max([t for t, _, _ in received.audio] + [start + 0.01])
+        bins = int((end - start) * ENVELOPE_HZ) + 1
+        energy, count = np.zeros(bins), np.zeros(bins)
+        for t, pcm, _rate in received.audio:
+            i = int((t - start) * ENVELOPE_HZ)
+            if 0 <= i < bins:
+                samples = pcm.astype(np.float32) / 32768.0
+                energy[i] += float(np.mean(samples**2))
+                count[i] += 1
+        audio = np.sqrt(energy / np.maximum(count, 1))
+        video = [(t, pts, v) for t, pts, _, v in received.video if v is not None and t >= start]
+        return cls(
+            start=start,
+            audio=audio,
+            mouth_t=np.array([t for t, _, _ in video]),
+            mouth=np.array([v for _, _, v in video]),
+            pts=np.array([pts for _, pts, _ in video]),
+        )
+
+    def time_of(self, index: int) -> float:
+        """Arrival time of a 10 ms audio bin."""
+        return self.start + index / ENVELOPE_HZ
+
+    def index_of(self, t: float) -> int:
+        """The 10 ms audio bin holding time ``t``."""
+        return max(0, int((t - self.start) * ENVELOPE_HZ))
+
+    def onset_after(self, t: float, until: float) -> float | None:
+        """First loud audio after ``t`` (and before ``until``)."""
+        lo, hi = self.index_of(t), min(self.index_of(until), len(self.audio))
+        loud = np.nonzero(self.audio[lo:hi] >= LOUD)[0]
+        return self.time_of(lo + int(loud[0])) if loud.size else None
+
+    def quiet_from(self, t: float, quiet_s: float) -> float | None:
+        """Start of the first stretch of ``quiet_s`` seconds without loud audio after ``t``."""
+        lo, need = self.index_of(t), int(quiet_s * ENVELOPE_HZ)
+        run = 0
+        for i in range(lo, len(self.audio)):
+            run = run + 1 if self.audio[i] < LOUD else 0
+            if run >= need:
+                return self.time_of(i - need + 1)
+        return None
+
+    def loud_seconds(self, t0: float, t1: float) -> float:
+        """Seconds of loud audio between two times."""
+        lo, hi = self.index_of(t0), min(self.index_of(t1), len(self.audio))
+        return float((self.audio[lo:hi] >= LOUD).sum()) / ENVELOPE_HZ
+
+    def mouth_closed_from(self, t: float, hold_s: float = 0.2) -> float | None:
+        """First time after ``t`` the mouth is closed and stays closed for ``hold_s``."""
+        after = np.nonzero(self.mouth_t >= t)[0]
+        for i in after:
+            if self.mouth[i] > MOUTH_CLOSED:
+                continue
+            window = (self.mouth_t >= self.mouth_t[i]) & (self.mouth_t <= self.mouth_t[i] + hold_s)
+            if np.all(self.mouth[window] <= MOUTH_CLOSED):
+                return float(self.mouth_t[i])
+        return None
+
+    def av_offset_ms(self, t0: float, t1: float, max_lag_s: float = 0.3) -> float | None:
+        """Lag of mouth motion behind the audio envelope in [t0, t1] (positive: video late)."""
+        grid = np.arange(t0, t1, 1 / ENVELOPE_HZ)
+        if grid.size < 50 or self.mouth_t.size < 10:
+            return None
+        audio = self.audio[[min(self.index_of(t), len(self.audio) - 1) for t in grid]]
+        mouth = np.interp(grid, self.mouth_t, self.mouth)
+        audio, mouth = audio - audio.mean(), mouth - mouth.mean()
+        if audio.std() == 0 or mouth.std() == 0:
+            return None
+        lags = range(-int(max_lag_s * ENVELOPE_HZ), int(max_lag_s * ENVELOPE_HZ) + 1)
+
+        def corr(lag: int) -> float:
+            a = audio[max(0, -lag) : len(audio) - max(0, lag)]
+            m = mouth[max(0, lag) : len(mouth) - max(0, -lag)]
+            return float(np.dot(a, m))
+
+        best = max(lags, key=corr)
+        return best * 1000 / ENVELOPE_HZ
+
+
+def speech_pcm(text: str) -> tuple[np.ndarray, float]:
+    """16 kHz int16 speech for ``text`` and where its last audible sample is (seconds)."""
+    import soxr
+
+    from pipelines.speech.espeak import synthesize
+
+    samples, rate = synthesize(text, voice="en-us", rate=165, pitch=50)
+    pcm = soxr.resample(samples, rate, 16000)
+    loud = np.nonzero(np.abs(pcm) > 500)[0]
+    return pcm, (loud[-1] + 1) / 16000 if loud.size else 0.0
+
+
+def _summary(values: list[float]) -> dict[str, float | None]:
+    if not values:
+        return {"p50_ms": None, "p95_ms": None, "max_ms": None}
+    arr = np.array(values, dtype=np.float64)
+    return {
+        "p50_ms": round(float(np.percentile(arr, 50)), 1),
+        "p95_ms": round(float(np.percentile(arr, 95)), 1),
+        "max_ms": round(float(arr.max()), 1),
+    }
+
+
+@contextlib.asynccontextmanager
+async def _target(url: str | None, settings: Settings) -> AsyncIterator[tuple[str, Any]]:
+    """The server to profile: the given URL, or one started here with the settings."""
+    if url:
+        yield url.rstrip("/"), None
+        return
+    from agent.browser import running_server
+
+    async with running_server(settings) as (base, sessions):
+        yield base, sessions
+
+
+async def _wait_reply(client: AvatarClient, after: float, settings_timeout: float) -> None:
+    """Wait until a reply has started after ``after`` and then gone quiet."""
+    deadline = time.monotonic() + settings_timeout
+    while time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+        timeline = Timeline.from_received(client.received, after - 0.05)
+        onset = timeline.onset_after(after, time.monotonic())
+        if onset is not None and timeline.quiet_from(onset, REPLY_SILENCE_S) is not None:
+            return
+
+
+async def _play_turn(
+    client: AvatarClient, question: str, start: float, barge_in: bool
+) -> TurnResult:
+    pcm, speech_len = speech_pcm(question)
+    begin = client.mic.say(pcm, 16000)
+    result = TurnResult(question=question, speech_end=begin + speech_len, barge_in=barge_in)
+    if not barge_in:
+        await _wait_reply(client, result.speech_end, TURN_TIMEOUT_S)
+        return result
+    # Let the reply play for a second, then talk over it.
+    deadline = time.monotonic() + TURN_TIMEOUT_S
+    onset = None
+    while onset is None and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+        onset = Timeline.from_received(client.received, start).onset_after(
+            result.speech_end, time.monotonic()
+        )
+    if onset is None:
+        return result
+    await asyncio.sleep(max(0.0, onset + 1.0 - time.monotonic()))
+    barge, barge_len = speech_pcm(BARGE_IN)
+    loud = np.nonzero(np.abs(barge) > 500)[0]
+    barge_start = client.mic.say(barge, 16000)
+    result.barge_onset = barge_start + (loud[0] / 16000 if loud.size else 0.0)
+    # The barge-in is itself a turn; the avatar answers it after it ends.
+    result.speech_end = barge_start + barge_len
+    await _wait_reply(client, result.speech_end, TURN_TIMEOUT_S)
+    return result
+
+
+def _measure_turns(turns: list[TurnResult], timeline: Timeline) -> None:
+    for i, turn in enumerate(turns):
+        until = (
+            turns[i + 1].speech_end - 2.0
+            if i + 1 < len(turns)
+            else timeline.time_of(len(timeline.audio))
+        )
+        if turn.barge_in and turn.barge_onset is not None:
+            stop = timeline.quiet_from(turn.barge_onset, 0.2)
+            if stop is not None:
+                turn.audio_stop_ms = max(0.0, (stop - turn.barge_onset) * 1000)
+                # Anything loud from the stop until the avatar could answer the barge-in
+                # (the end of the barge-in speech plus 0.3 s) is the interrupted reply.
+                turn.audio_after_stop_ms = 1000 * timeline.loud_seconds(
+                    stop + 0.2, turn.speech_end + 0.3
+                )
+            closed = timeline.mouth_closed_from(turn.barge_onset)
+            if closed is not None:
+                turn.mouth_close_ms = max(0.0, (closed - turn.barge_onset) * 1000)
+        turn.reply_onset = timeline.onset_after(turn.speech_end, until)
+        if turn.reply_onset is not None:
+            turn.reply_end = timeline.quiet_from(turn.reply_onset, REPLY_SILENCE_S) or until
+            turn.av_offset_ms = timeline.av_offset_ms(turn.reply_onset, turn.reply_end)
+
+
+def _video_figures(timeline: Timeline, fps: int) -> dict[str, float]:
+    t, pts = timeline.mouth_t, timeline.pts
+    if t.size < 2:
+        return {"fps_delivered": 0.0, "frames_dropped": 0, "pts_drift_ms": 0.0}
+    steps = np.round(np.diff(pts) * fps)
+    dropped = int(np.clip(steps - 1, 0, None).sum())
+    # Drift: how far the pts clock and the arrival clock drifted apart over the session.
+    half = t.size // 2
+    offset_start = float(np.median(t[:half] - pts[:half]))
+    offset_end = float(np.median(t[half:] - pts[half:]))
+    return {
+        "fps_delivered": round((t.size - 1) / (t[-1] - t[0]), 2),
+        "frames_dropped": dropped,
+        "pts_drift_ms": round((offset_end - offset_start) * 1000, 1),
+    }
+
+
+async def _server_turns(base: str, sessions: Any, pc_id: str | None) -> list[dict[str, Any]]:
+    if sessions is not None:
+        described = sessions.describe()
+    else:
+        async with httpx.AsyncClient(timeout=10) as http:
+            described = (await http.get(f"{base}/api/sessions")).json()["sessions"]
+    for session in described:
+        if session["pc_id"] == pc_id:
+            return list(session.get("turns", []))
+    return []
+
+
+async def profile(
+    *, turns: int, url: str | None, settings: Settings, barge_in: bool = True
+) -> dict[str, Any]:
+    """Run the profiling call; return the report (see ``visage profile --help``)."""
+    width, height = settings.avatar.width, settings.avatar.height
+    meter = MouthMeter(width, height)
+    async with _target(url, settings) as (base, sessions):
+        client = AvatarClient(base, video_probe=meter)
+        try:
+            await client.connect()
+            start = time.monotonic()
+            await _wait_reply(client, start, TURN_TIMEOUT_S)  # the greeting
+            barge_turn = min(2, turns) if barge_in and turns >= 2 else -1
+            results = []
+            for i in range(turns):
+                await asyncio.sleep(0.6)
+                question = QUESTIONS[i % len(QUESTIONS)]
+                results.append(await _play_turn(client, question, start, i + 1 == barge_turn))
+            await asyncio.sleep(0.5)
+            server = await _server_turns(base, sessions, client.pc_id)
+        finally:
+            await client.close()
+    timeline = Timeline.from_received(client.received, start)
+    _measure_turns(results, timeline)
+    return build_report(results, server, timeline, settings)
+
+
+def build_report(
+    results: list[TurnResult],
+    server_turns: list[dict[str, Any]],
+    timeline: Timeline,
+    settings: Settings,
+) -> dict[str, Any]:
+    """Gather measured turns into the JSON report, with budget violations."""
+    stages: dict[str, list[float]] = {name: [] for name in STAGES if name != "end_to_end"}
+    for turn in server_turns:
+        for name, ms in turn["stages_ms"].items():
+            if name in stages:
+                stages[name].append(ms)
+    end_to_end = [ms for r in results if (ms := r.end_to_end_ms) is not None]
+    report: dict[str, Any] = {
+        "turns": len(results),
+        "stages": {name: _summary(values) for name, values in stages.items()},
+        "end_to_end": _summary(end_to_end),
+        "av_offset_ms": _summary([r.av_offset_ms for r in results if r.av_offset_ms is not None]),
+        "interrupt_audio_stop_ms": _summary(
+            [r.audio_stop_ms for r in results if r.audio_stop_ms is not None]
+        ),
+        "interrupt_mouth_close_ms": _summary(
+            [r.mouth_close_ms for r in results if r.mouth_close_ms is not None]
+        ),
+        "interrupted_audio_after_stop_ms": round(
+            sum(r.audio_after_stop_ms for r in results if r.barge_in), 1
+        ),
+        **_video_figures(timeline, settings.avatar.fps),
+        "budgets": settings.budgets.model_dump(),
+        "per_turn": [
+            {
+                "question": r.question,
+                "barge_in": r.barge_in,
+                "end_to_end_ms": r.end_to_end_ms,
+                "av_offset_ms": r.av_offset_ms,
+                "server_stages_ms": server_turns[i]["stages_ms"] if i < len(server_turns) else {},
+            }
+            for i, r in enumerate(results)
+        ],
+    }
+    violations = []
+    for name, summary in [*report["stages"].items(), ("end_to_end", report["end_to_end"])]:
+        budget = report["budgets"][name]
+        if summary["p95_ms"] is not None and summary["p95_ms"] > budget:
+            violations.append({"stage": name, "p95_ms": summary["p95_ms"], "budget_ms": budget})
+    report["violations"] = violations
+    return report
+
+
+def format_table(report: dict[str, Any]) -> str:
+    """The report as a plain-text table of p50/p95/max per stage."""
+    rows = [("stage", "p50 ms", "p95 ms", "max ms", "budget")]
+    named = [*report["stages"].items(), ("end_to_end", report["end_to_end"])]
+    named += [
+        (key, report[key])
+        for key in ("av_offset_ms", "interrupt_audio_stop_ms", "interrupt_mouth_close_ms")
+    ]
+    for name, s in named:
+        budget = report["budgets"].get(name, "")
+        rows.append((name, *(("-" if s[k] is None else f"{s[k]:.0f}") for k in s), str(budget)))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
+    lines.append("")
+    lines.append(
+        f"fps delivered {report['fps_delivered']}, frames dropped {report['frames_dropped']}, "
+        f"pts drift {report['pts_drift_ms']} ms, interrupted audio after stop "
+        f"{report['interrupted_audio_after_stop_ms']} ms"
+    )
+    if report["violations"]:
+        broken = ", ".join(v["stage"] for v in report["violations"])
+        lines.append(f"over budget at p95: {broken}")
+    return "\n".join(lines)
+
+
+def plot_waterfall(report: dict[str, Any], path: Path) -> None:
+    """Draw each turn's server stages as a waterfall (matplotlib), one row per turn."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    order = ["vad_stop", "llm_ttft", "tts_ttfb", "render_first_frame", "transport"]
+    turns = report["per_turn"]
+    fig, ax = plt.subplots(figsize=(9, 0.5 + 0.45 * max(len(turns), 1)))
+    colors = plt.get_cmap("tab10")
+    for row, turn in enumerate(turns):
+        left = 0.0
+        for k, name in enumerate(order):
+            width = turn["server_stages_ms"].get(name)
+            if width is None:
+                continue
+            ax.barh(row, width, left=left, color=colors(k), label=name if row == 0 else None)
+            left += width
+        if turn["end_to_end_ms"] is not None:
+            ax.plot(turn["end_to_end_ms"], row, "k|", markersize=14)
+    ax.set_yticks(range(len(turns)), [f"turn {i + 1}" for i in range(len(turns))])
+    ax.invert_yaxis()
+    ax.set_xlabel("ms after the user stopped speaking (| = reply audio at the client)")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def run_profile(
+    *, turns: int, url: str | None, settings: Settings, barge_in: bool = True
+) -> dict[str, Any]:
+    """Blocking wrapper for the CLI."""
+    return asyncio.run(profile(turns=turns, url=url, settings=settings, barge_in=barge_in))
