@@ -64,6 +64,13 @@ class VADSettings(BaseModel):
     smart_turn: bool = Field(
         True, description="Use the smart-turn model to decide the end of a turn."
     )
+    min_interruption_secs: float = Field(
+        0.5,
+        ge=0.0,
+        le=3.0,
+        description="Speech needed over the avatar's voice to interrupt it; shorter sounds "
+        "(a cough, an 'uh-huh') only pause it, and it resumes.",
+    )
     turn_max_silence_secs: float = Field(
         1.5,
         ge=0.2,

@@ -20,6 +20,7 @@ from pipecat.processors.aggregators.llm_response_universal import (
 from pipecat.processors.frameworks.rtvi.frames import RTVIServerMessageFrame
 from pipecat.transports.base_transport import TransportParams
 from pipecat.transports.smallwebrtc.connection import SmallWebRTCConnection
+from pipecat.turns.user_start import MinWordsUserTurnStartStrategy
 from pipecat.turns.user_stop import (
     BaseUserTurnStopStrategy,
     SpeechTimeoutUserTurnStopStrategy,
@@ -34,6 +35,7 @@ from pipelines.stages.llm import create_llm_service
 from pipelines.stages.stt import create_stt_service
 from pipelines.stages.tts import EspeakTTSService
 from pipelines.stats import SessionStatsObserver
+from pipelines.turns import SustainedSpeechUserTurnStartStrategy
 from pipelines.webrtc import AvatarWebRTCTransport
 from renderer.avatar import AvatarCore
 from renderer.config import AvatarSettings
@@ -70,7 +72,15 @@ def _vad_and_turns(vad: VADSettings) -> LLMUserAggregatorParams:
         )
     else:
         stop = SpeechTimeoutUserTurnStopStrategy(user_speech_timeout=vad.turn_max_silence_secs)
-    strategies = UserTurnStrategies(stop=[stop])
+    start = [
+        SustainedSpeechUserTurnStartStrategy(
+            min_speech_secs=vad.min_interruption_secs, vad_start_secs=vad.start_secs
+        ),
+        # A turn VAD missed starts from its words; over the avatar, a short
+        # acknowledgment ("uh-huh") is dropped instead of starting a turn.
+        MinWordsUserTurnStartStrategy(min_words=3),
+    ]
+    strategies = UserTurnStrategies(start=start, stop=[stop])
     return LLMUserAggregatorParams(vad_analyzer=analyzer, user_turn_strategies=strategies)
 
 

@@ -1,0 +1,74 @@
+"""Scripted timelines for when the user's turn starts, and so when the avatar is interrupted."""
+
+from __future__ import annotations
+
+from pipecat.frames.frames import (
+    BotStartedSpeakingFrame,
+    Frame,
+    InterruptionFrame,
+    UserStartedSpeakingFrame,
+    VADUserStartedSpeakingFrame,
+    VADUserStoppedSpeakingFrame,
+)
+from pipecat.processors.aggregators.llm_context import LLMContext
+from pipecat.processors.aggregators.llm_response_universal import (
+    LLMUserAggregator,
+    LLMUserAggregatorParams,
+)
+from pipecat.tests.utils import SleepFrame, run_test
+from pipecat.turns.user_stop import SpeechTimeoutUserTurnStopStrategy
+from pipecat.turns.user_turn_strategies import UserTurnStrategies
+
+from pipelines.turns import SustainedSpeechUserTurnStartStrategy
+
+
+def aggregator() -> LLMUserAggregator:
+    start = SustainedSpeechUserTurnStartStrategy(min_speech_secs=0.5, vad_start_secs=0.2)
+    strategies = UserTurnStrategies(start=[start], stop=[SpeechTimeoutUserTurnStopStrategy()])
+    return LLMUserAggregator(
+        LLMContext(), params=LLMUserAggregatorParams(user_turn_strategies=strategies)
+    )
+
+
+def count(frames: list[Frame], kind: type[Frame]) -> int:
+    return sum(isinstance(f, kind) for f in frames)
+
+
+async def test_speech_while_avatar_is_silent_starts_the_turn_at_once() -> None:
+    down, _ = await run_test(
+        aggregator(), frames_to_send=[VADUserStartedSpeakingFrame(), SleepFrame(0.05)]
+    )
+    assert count(down, UserStartedSpeakingFrame) == 1
+    assert count(down, InterruptionFrame) == 1
+
+
+async def test_short_sound_over_the_avatar_does_not_interrupt() -> None:
+    """The avatar talks from 0 s; a 0.1 s cough at 0.1 s; nothing else."""
+    down, _ = await run_test(
+        aggregator(),
+        frames_to_send=[
+            BotStartedSpeakingFrame(),
+            SleepFrame(0.1),
+            VADUserStartedSpeakingFrame(),
+            SleepFrame(0.1),
+            VADUserStoppedSpeakingFrame(stop_secs=0.2),
+            SleepFrame(0.6),
+        ],
+    )
+    assert count(down, InterruptionFrame) == 0
+    assert count(down, UserStartedSpeakingFrame) == 0
+
+
+async def test_sustained_speech_over_the_avatar_interrupts_after_min_speech() -> None:
+    """The avatar talks; the user starts at 0.1 s and keeps talking: interrupted at ~0.4 s."""
+    down, _ = await run_test(
+        aggregator(),
+        frames_to_send=[
+            BotStartedSpeakingFrame(),
+            SleepFrame(0.1),
+            VADUserStartedSpeakingFrame(),
+            SleepFrame(0.6),
+        ],
+    )
+    assert count(down, InterruptionFrame) == 1
+    assert count(down, UserStartedSpeakingFrame) == 1
