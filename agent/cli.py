@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +109,240 @@ def cmd_bench_e2e(args: argparse.Namespace) -> int:
     return 0 if result.get("turns_measured") else 1
 
 
+DEFAULT_MOTION_DATA = Path("artifacts/motion-data")
+
+
+def _motion_dataset(data: Path, workers: int = 1) -> Any:
+    """Build the motion dataset at ``data``, or reuse it when its manifest matches."""
+    from renderer.motion.data import build_dataset
+
+    info = build_dataset(data, workers=workers)
+    state = "reusing" if info.reused else f"built in {info.build_seconds:.0f} s:"
+    print(f"{state} motion dataset {data} ({info.counts}, {info.hours} h)", flush=True)
+    return info
+
+
+def _fail(message: str) -> int:
+    print(f"visage: {message}", file=sys.stderr)
+    return 2
+
+
+def cmd_motion_train(args: argparse.Namespace) -> int:
+    """Train the MotionDiT motion model and save a checkpoint."""
+    import torch
+
+    from renderer.motion.checkpoint import DEFAULT_CHECKPOINT
+    from renderer.motion.data import load_split
+    from renderer.motion.train import TrainConfig, train
+
+    if args.epochs is not None and args.steps is not None:
+        return _fail("give --steps or --epochs, not both")
+    out = args.out or DEFAULT_CHECKPOINT
+    cfg = TrainConfig(
+        size=args.size,
+        steps=args.steps if args.steps is not None else TrainConfig.steps,
+        epochs=args.epochs,
+        batch=args.batch,
+        lr=args.lr,
+        seed=args.seed,
+        device=args.device,
+        threads=args.threads,
+    )
+    info = _motion_dataset(args.data, args.workers)
+    train_utts, val_utts = load_split(args.data, "train"), load_split(args.data, "val")
+    meta = {
+        "command": "visage " + " ".join(getattr(args, "argv", [])),
+        "data": {
+            "dir": str(args.data),
+            "counts": info.counts,
+            "hours": info.hours,
+            "params": info.params,
+        },
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "torch": str(torch.__version__),
+    }
+    try:
+        summary = train(train_utts, val_utts, out, cfg, meta=meta)
+    except ValueError as exc:
+        return _fail(str(exc))
+    _print_table(
+        {
+            "checkpoint": str(out),
+            "params": summary["params"],
+            "steps": summary["steps"],
+            "train_minutes": summary["train_seconds"] / 60.0,
+            "final_train_loss": summary["final_train_loss"],
+            "final_val_loss": summary["history"][-1]["val_loss"] if summary["history"] else "-",
+        }
+    )
+    return 0
+
+
+def cmd_motion_calibrate(args: argparse.Namespace) -> int:
+    """Re-calibrate a checkpoint's eyelid temperature on the validation split, in place."""
+    from renderer.motion.checkpoint import (
+        DEFAULT_CHECKPOINT,
+        CheckpointError,
+        load_model,
+        read_checkpoint,
+        save_checkpoint,
+    )
+    from renderer.motion.data import load_split
+    from renderer.motion.train import calibration_meta
+
+    path = args.checkpoint or DEFAULT_CHECKPOINT
+    try:
+        model, meta = load_model(path), read_checkpoint(path)["meta"]
+    except CheckpointError as exc:
+        return _fail(str(exc))
+    _motion_dataset(args.data, args.workers)
+    utts = load_split(args.data, "val")[: args.utterances]
+    meta["calibration"] = calibration_meta(model, utts, steps=args.steps, seed=args.seed)
+    meta["calibration"]["command"] = "visage " + " ".join(getattr(args, "argv", []))
+    save_checkpoint(path, model, meta)
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_motion_eval(args: argparse.Namespace) -> int:
+    """Score the learned model (streamed as live) beside the procedural baseline."""
+    from renderer.motion.checkpoint import CheckpointError, load_model
+    from renderer.motion.data import load_split
+    from renderer.motion.evaluate import evaluate, format_table
+
+    try:
+        model = load_model(args.checkpoint)
+    except CheckpointError as exc:
+        return _fail(str(exc))
+    _motion_dataset(args.data, args.workers)
+    utts = load_split(args.data, args.split)
+    if args.limit:
+        utts = utts[: args.limit]
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    start = time.perf_counter()
+    result = evaluate(model, utts, steps=args.steps, seed=args.seed, log=print)
+    print(format_table(result))
+    print(f"(eval took {time.perf_counter() - start:.0f} s, {args.steps} steps, seed {args.seed})")
+    _write_json(args.json, {"learned": result["learned"], "procedural": result["procedural"]})
+    return 0
+
+
+def cmd_motion_infer(args: argparse.Namespace) -> int:
+    """Motion JSON for a WAV file, streamed as in a live session."""
+    from renderer.motion.checkpoint import CheckpointError, load_model
+    from renderer.motion.space import MOTION_FPS, MOTION_NAMES
+    from renderer.motion.stream import generate
+    from renderer.wavfile import read_wav
+
+    try:
+        audio, rate = read_wav(args.audio)
+    except (OSError, ValueError) as exc:
+        return _fail(str(exc))
+    try:
+        model = load_model(args.checkpoint)
+    except CheckpointError as exc:
+        return _fail(str(exc))
+    if not 1 <= args.steps <= 8:
+        return _fail(f"--steps must be between 1 and 8, got {args.steps}")
+    frames = generate(model, audio, rate, steps=args.steps, seed=args.seed, piece_s=0.05)
+    data = {
+        "fps": MOTION_FPS,
+        "names": list(MOTION_NAMES),
+        "frames": [[round(float(v), 5) for v in row] for row in frames],
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(data) + "\n")
+    print(f"wrote {args.out}: {len(frames)} frames ({len(audio) / rate:.2f} s of audio)")
+    return 0
+
+
+def cmd_bench_motion(args: argparse.Namespace) -> int:
+    """Time streamed motion generation on one CPU thread."""
+    from renderer.motion.bench import bench_motion, format_table
+    from renderer.motion.checkpoint import CheckpointError, load_model
+
+    try:
+        model = load_model(args.checkpoint)
+    except CheckpointError as exc:
+        return _fail(str(exc))
+    result = bench_motion(model, seconds=args.seconds)
+    print(format_table(result))
+    _write_json(args.json, result)
+    return 0
+
+
+def _add_motion_parser(sub: Any) -> None:
+    motion = sub.add_parser("motion", help="the learned motion model: train, eval, infer")
+    motion_sub = motion.add_subparsers(dest="motion_command", required=True)
+
+    train = motion_sub.add_parser("train", help="train MotionDiT on the synthetic dataset")
+    train.add_argument("--data", type=Path, default=DEFAULT_MOTION_DATA, help="dataset folder")
+    train.add_argument("--out", type=Path, default=None, help="checkpoint to write")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument(
+        "--steps", type=int, default=None, help="optimiser steps (default 9000, ~23 min on 2 cores)"
+    )
+    train.add_argument("--epochs", type=float, default=None, help="instead of --steps")
+    train.add_argument("--batch", type=int, default=128)
+    train.add_argument("--lr", type=float, default=6e-4)
+    train.add_argument("--size", default="small", help="model size: tiny, small or base")
+    train.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    train.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    train.add_argument("--workers", type=int, default=2, help="processes building the dataset")
+    train.set_defaults(func=cmd_motion_train)
+
+    ev = motion_sub.add_parser("eval", help="learned vs procedural metrics on the test split")
+    ev.add_argument("--data", type=Path, default=DEFAULT_MOTION_DATA, help="dataset folder")
+    ev.add_argument("--checkpoint", type=Path, default=None, help="default: shipped weights")
+    ev.add_argument("--json", type=Path, help="also write the metrics here")
+    ev.add_argument("--steps", type=int, default=4, choices=range(1, 9), metavar="1-8")
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--split", default="test", choices=["val", "test"])
+    ev.add_argument("--limit", type=int, default=0, help="only the first N utterances")
+    ev.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    ev.add_argument("--workers", type=int, default=2, help="processes building the dataset")
+    ev.set_defaults(func=cmd_motion_eval)
+
+    cal = motion_sub.add_parser(
+        "calibrate", help="re-fit a checkpoint's blink rate on the val split (train does this)"
+    )
+    cal.add_argument("--checkpoint", type=Path, default=None, help="default: shipped weights")
+    cal.add_argument("--data", type=Path, default=DEFAULT_MOTION_DATA, help="dataset folder")
+    cal.add_argument("--steps", type=int, default=4, choices=range(1, 9), metavar="1-8")
+    cal.add_argument("--seed", type=int, default=0)
+    cal.add_argument("--utterances", type=int, default=100, help="val utterances to use")
+    cal.add_argument("--workers", type=int, default=2, help="processes building the dataset")
+    cal.set_defaults(func=cmd_motion_calibrate)
+
+    infer = motion_sub.add_parser("infer", help="motion JSON for a WAV file")
+    infer.add_argument("audio", type=Path, help="WAV file (any rate, mono or stereo)")
+    infer.add_argument("--out", type=Path, required=True, help="motion JSON to write")
+    infer.add_argument("--seed", type=int, default=0)
+    infer.add_argument("--steps", type=int, default=4)
+    infer.add_argument("--checkpoint", type=Path, default=None, help="default: shipped weights")
+    infer.set_defaults(func=cmd_motion_infer)
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    """Profile a live call: per-stage p50/p95/max, A/V offset, barge-in, fps."""
+    from agent.profile import format_table, plot_waterfall, run_profile
+
+    if args.turns < 1:
+        return _fail("--turns must be at least 1")
+    report = run_profile(
+        turns=args.turns, url=args.url, settings=_settings(args), barge_in=not args.no_barge_in
+    )
+    print(format_table(report))
+    _write_json(args.json, report)
+    if args.plot:
+        plot_waterfall(report, args.plot)
+        print(f"wrote {args.plot}")
+    return 1 if args.fail_on_budget and report["violations"] else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every subcommand."""
     parser = argparse.ArgumentParser(prog="visage", description=__doc__)
@@ -140,12 +375,36 @@ def build_parser() -> argparse.ArgumentParser:
     e2e.add_argument("--json", type=Path, help="also write the figures here")
     _add_config_flags(e2e)
     e2e.set_defaults(func=cmd_bench_e2e)
+    bench_motion = bench_sub.add_parser("motion", help="motion model latency and real-time factor")
+    bench_motion.add_argument("--checkpoint", type=Path, default=None, help="default: shipped")
+    bench_motion.add_argument("--seconds", type=float, default=30.0, help="audio to stream")
+    bench_motion.add_argument("--json", type=Path, help="also write the figures here")
+    bench_motion.set_defaults(func=cmd_bench_motion)
+
+    _add_motion_parser(sub)
+
+    prof = sub.add_parser(
+        "profile", help="play the user over WebRTC and time every stage of every turn"
+    )
+    prof.add_argument("--url", help="server to profile (default: start one here)")
+    prof.add_argument("--turns", type=int, default=5, help="questions to ask (default 5)")
+    prof.add_argument("--json", type=Path, help="also write the report here")
+    prof.add_argument("--plot", type=Path, help="write a waterfall of the turns (PNG)")
+    prof.add_argument(
+        "--no-barge-in", action="store_true", help="do not talk over one of the replies"
+    )
+    prof.add_argument(
+        "--fail-on-budget", action="store_true", help="exit 1 when a stage's p95 is over budget"
+    )
+    _add_config_flags(prof)
+    prof.set_defaults(func=cmd_profile)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``visage`` console script."""
     args = build_parser().parse_args(argv)
+    args.argv = list(argv) if argv is not None else sys.argv[1:]
     try:
         return int(args.func(args))
     except ConfigError as exc:

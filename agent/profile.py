@@ -98,6 +98,7 @@ class TurnResult:
     audio_stop_ms: float | None = None
     mouth_close_ms: float | None = None
     audio_after_stop_ms: float = 0.0
+    wall_speech_end: float | None = None  # the same instant on the wall clock
 
     @property
     def end_to_end_ms(self) -> float | None:
@@ -354,7 +355,18 @@ async def profile(
             await client.close()
     timeline = Timeline.from_received(client.received, start)
     _measure_turns(results, timeline)
+    wall_offset = time.time() - time.monotonic()
+    for result in results:
+        result.wall_speech_end = result.speech_end + wall_offset
     return build_report(results, server, timeline, settings)
+
+
+def _server_turn_for(result: TurnResult, server_turns: list[dict[str, Any]]) -> dict | None:
+    """The server's report of the same turn: the one whose speech ended closest in time."""
+    if not server_turns or result.wall_speech_end is None:
+        return None
+    best = min(server_turns, key=lambda t: abs(t["speech_end"] - result.wall_speech_end))
+    return best if abs(best["speech_end"] - result.wall_speech_end) < 1.5 else None
 
 
 def build_report(
@@ -364,6 +376,7 @@ def build_report(
     settings: Settings,
 ) -> dict[str, Any]:
     """Gather measured turns into the JSON report, with budget violations."""
+    matched = [_server_turn_for(r, server_turns) for r in results]
     stages: dict[str, list[float]] = {name: [] for name in STAGES if name != "end_to_end"}
     for turn in server_turns:
         for name, ms in turn["stages_ms"].items():
@@ -392,9 +405,9 @@ def build_report(
                 "barge_in": r.barge_in,
                 "end_to_end_ms": r.end_to_end_ms,
                 "av_offset_ms": r.av_offset_ms,
-                "server_stages_ms": server_turns[i]["stages_ms"] if i < len(server_turns) else {},
+                "server_stages_ms": m["stages_ms"] if m else {},
             }
-            for i, r in enumerate(results)
+            for r, m in zip(results, matched, strict=True)
         ],
     }
     violations = []

@@ -55,6 +55,7 @@ class TurnReport:
     turn: int
     stages_ms: dict[str, float]
     over_budget: list[str] = field(default_factory=list)
+    speech_end: float = 0.0  # wall-clock time the user's speech ended
 
     def as_message(self, budgets: LatencyBudgets) -> dict[str, object]:
         """The RTVI server-message payload the page's debug overlay reads."""
@@ -157,7 +158,12 @@ class TurnLatencyObserver(BaseObserver):
         }
         budgets = self.budgets.model_dump()
         over = [name for name, ms in stages.items() if ms > budgets[name]]
-        report = TurnReport(turn=len(self.reports) + 1, stages_ms=stages, over_budget=over)
+        report = TurnReport(
+            turn=len(self.reports) + 1,
+            stages_ms=stages,
+            over_budget=over,
+            speech_end=m.speech_end or 0.0,
+        )
         self.reports.append(report)
         self._reset()
         line = ", ".join(f"{k} {v:.0f}" for k, v in stages.items())

@@ -12,6 +12,13 @@ samples dropped by ``clear_buffer`` (which makes them equal). Both only grow, so
 adapter can tag anything it must release in step with the audio with the current
 ``samples_pushed`` and release it once ``samples_played`` reaches the tag.
 
+Motion comes from one of two kinds of source. A ``MotionSource`` (the procedural v0)
+turns each frame's audio into motion as the frame plays. A ``StreamingMotionSource``
+(the learned model) is handed the speech audio as it is pushed, so it can look ahead;
+``advance`` then plays a frame of audio only once that source has its motion ready
+(until then the frame is an underrun: speaking, no audio, motion held), and asks it for
+one motion vector every frame, speech or idle.
+
 ``push_audio``, ``end_segment``, ``clear_buffer`` and ``advance`` are meant for one
 thread (the event loop); ``render`` is safe to call from a worker thread.
 """
@@ -21,16 +28,37 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
 
 from renderer.config import AvatarSettings
 from renderer.frames.face import FaceRenderer
+from renderer.motion.learned import LearnedMotion
 from renderer.motion.procedural import ProceduralMotion
+from renderer.motion.space import IDX
 from renderer.phonemes import PhonemeMark
 from renderer.resample import StreamResampler
+
+# A pause, a resume or an interruption changes where motion comes from; the face eases
+# into the new motion over this many frames instead of cutting.
+BLEND_FRAMES = 3
+# While paused the mouth relaxes by this factor per frame (closed in about 4 frames).
+PAUSE_MOUTH_DECAY = 0.5
+_MOUTH = np.array(
+    [
+        IDX[n]
+        for n in (
+            "jawOpen",
+            "mouthClose",
+            "mouthFunnel",
+            "mouthPucker",
+            "mouthStretchLeft",
+            "mouthStretchRight",
+        )
+    ]
+)
 
 
 @dataclass
@@ -57,6 +85,31 @@ class MotionSource(Protocol):
         ...
 
 
+@runtime_checkable
+class StreamingMotionSource(Protocol):
+    """Takes speech audio as it is pushed (to look ahead) and hands out motion per frame."""
+
+    def push_audio(self, samples: np.ndarray, sample_rate: int) -> None:
+        """Speech audio, int16 mono at the core's rate, in the order it will play."""
+        ...
+
+    def end_audio(self, n_frames: int) -> None:
+        """The utterance pushed since the last end is complete and spans ``n_frames``."""
+        ...
+
+    def clear(self) -> None:
+        """Interruption: drop every pending sample and motion frame."""
+        ...
+
+    def ready(self) -> bool:
+        """True when the motion of the next frame to play can be produced now."""
+        ...
+
+    def next_motion(self, speaking: bool) -> np.ndarray:
+        """(MOTION_DIM,) float32 motion for this frame period."""
+        ...
+
+
 @dataclass
 class _Segment:
     start: int  # samples_pushed when its first sample arrived
@@ -71,7 +124,7 @@ class AvatarCore:
         settings: AvatarSettings,
         sample_rate: int = 24000,
         *,
-        motion_source: MotionSource | None = None,
+        motion_source: MotionSource | StreamingMotionSource | None = None,
     ) -> None:
         if sample_rate <= 0:
             raise ValueError(f"sample_rate must be positive, got {sample_rate}")
@@ -91,10 +144,22 @@ class AvatarCore:
         if self._renderer.device.type == "cpu":
             # Process-wide, set once: the renderer is tuned for a small fixed thread count.
             torch.set_num_threads(settings.torch_threads)
-        # settings.motion has one choice so far; a learned source plugs in through the argument.
-        self._motion: MotionSource = motion_source or ProceduralMotion(
-            fps=settings.fps, seed=settings.seed
-        )
+        if motion_source is None:
+            if settings.motion == "procedural":
+                motion_source = ProceduralMotion(fps=settings.fps, seed=settings.seed)
+            else:
+                motion_source = LearnedMotion(
+                    settings.motion_checkpoint,
+                    steps=settings.motion_steps,
+                    seed=settings.seed,
+                    fps=settings.fps,
+                )
+        self._motion: MotionSource | None = None
+        self._streaming: StreamingMotionSource | None = None
+        if isinstance(motion_source, StreamingMotionSource):
+            self._streaming = motion_source
+        else:
+            self._motion = motion_source
         self._buffer = bytearray()  # pending int16 PCM at sample_rate
         self._marks: deque[tuple[int, str]] = deque()  # (absolute sample, ipa), sorted
         self._segments: deque[_Segment] = deque()
@@ -102,6 +167,9 @@ class AvatarCore:
         self._resampler: StreamResampler | None = None
         self._resampler_origin = 0  # samples_pushed when the resampler started
         self._index = 0
+        self._paused = False
+        self._last_motion: np.ndarray | None = None
+        self._blend_left = 0
 
     @property
     def width(self) -> int:
@@ -165,11 +233,33 @@ class AvatarCore:
         if not self._open:
             return
         self._finish_resampler()
-        self._segments[-1].end = self.samples_pushed
+        segment = self._segments[-1]
+        segment.end = self.samples_pushed
         partial = self.pending_samples % self.samples_per_frame
         if partial:
-            self._append(np.zeros(self.samples_per_frame - partial, dtype=np.int16))
+            pad = np.zeros(self.samples_per_frame - partial, dtype=np.int16)
+            self._append(pad, speech=False)
         self._open = False
+        if self._streaming is not None:
+            frames = (self.samples_pushed - segment.start) // self.samples_per_frame
+            self._streaming.end_audio(frames)
+
+    @property
+    def paused(self) -> bool:
+        """True while speech is held because the user may be talking."""
+        return self._paused
+
+    def pause(self) -> None:
+        """Hold the speech where it is (audio stays queued); the mouth relaxes, the face holds."""
+        if not self._paused:
+            self._paused = True
+            self._blend_left = BLEND_FRAMES
+
+    def resume(self) -> None:
+        """Continue the held speech from where it stopped."""
+        if self._paused:
+            self._paused = False
+            self._blend_left = BLEND_FRAMES
 
     def clear_buffer(self) -> float:
         """Interruption: drop all pending audio and phonemes; return seconds of the current
@@ -181,13 +271,26 @@ class AvatarCore:
         self._resampler = None
         self._open = False
         self.samples_played = self.samples_pushed  # dropped samples count as consumed
+        self._paused = False
+        self._blend_left = BLEND_FRAMES
+        if self._streaming is not None:
+            self._streaming.clear()
         return played
 
     def advance(self) -> FrameStep:
         """One frame period: take a frame of audio (or none on underrun/idle), run motion."""
+        if self._paused and self._last_motion is not None:
+            held = self._last_motion.copy()
+            held[_MOUTH] *= PAUSE_MOUTH_DECAY
+            self._last_motion = held
+            step = FrameStep(index=self._index, audio=b"", motion=held, speaking=True)
+            self._index += 1
+            return step
         spf = self.samples_per_frame
         marks: list[PhonemeMark] = []
-        if self.pending_samples >= spf or (self.pending_samples and not self._open):
+        has_frame = self.pending_samples >= spf or (self.pending_samples and not self._open)
+        # A streaming source must have the frame's motion before its audio may play.
+        if has_frame and (self._streaming is None or self._streaming.ready()):
             start = self.samples_played
             audio = bytes(self._buffer[: spf * 2]).ljust(spf * 2, b"\0")
             del self._buffer[: spf * 2]
@@ -205,7 +308,16 @@ class AvatarCore:
             samples = np.zeros(0, dtype=np.float32)
             if not speaking:
                 self._marks.clear()  # marks past the end of the audio will never play
-        motion = self._motion.step(samples, self.sample_rate, marks, speaking)
+        if self._streaming is not None:
+            motion = self._streaming.next_motion(speaking)
+        else:
+            assert self._motion is not None
+            motion = self._motion.step(samples, self.sample_rate, marks, speaking)
+        if self._blend_left and self._last_motion is not None:
+            alpha = 1.0 / (self._blend_left + 1)
+            motion = self._last_motion + alpha * (motion - self._last_motion)
+            self._blend_left -= 1
+        self._last_motion = motion
         step = FrameStep(index=self._index, audio=audio, motion=motion, speaking=speaking)
         self._index += 1
         self._prune_segments()
@@ -215,9 +327,12 @@ class AvatarCore:
         """Pixels for a motion vector: (H, W, 3) uint8 RGB; safe to call from a worker thread."""
         return self._renderer.render(motion)
 
-    def _append(self, samples: np.ndarray) -> None:
-        self._buffer += samples.astype("<i2", copy=False).tobytes()
+    def _append(self, samples: np.ndarray, speech: bool = True) -> None:
+        samples = samples.astype("<i2", copy=False)
+        self._buffer += samples.tobytes()
         self.samples_pushed += samples.size
+        if speech and self._streaming is not None and samples.size:
+            self._streaming.push_audio(samples, self.sample_rate)
 
     def _add_mark(self, at: int, ipa: str) -> None:
         # Marks normally arrive in order; keep the deque sorted when they do not.

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 
 class AvatarSettings(BaseModel):
@@ -19,7 +20,26 @@ class AvatarSettings(BaseModel):
     torch_threads: int = Field(
         1, ge=1, le=64, description="CPU threads torch may use for drawing (CPU device only)."
     )
-    motion: Literal["procedural"] = Field(
-        "procedural", description="Motion source: procedural visemes driven by phonemes."
+    motion: Literal["learned", "procedural"] = Field(
+        "learned",
+        description=(
+            "Motion source: 'learned' (MotionDiT, audio-driven, streamed ahead of playback) "
+            "or 'procedural' (visemes from TTS phonemes plus scripted idle motion)."
+        ),
+    )
+    motion_checkpoint: Path | None = Field(
+        None,
+        description="MotionDiT checkpoint for motion='learned'; None uses the shipped weights.",
+    )
+    motion_steps: int = Field(
+        4, ge=1, le=8, description="Sampler steps per motion chunk for motion='learned' (1-8)."
     )
     seed: int = Field(0, description="Seed of the idle motion (blinks, head sway).")
+
+    @field_validator("motion_checkpoint")
+    @classmethod
+    def _checkpoint_exists(cls, path: Path | None) -> Path | None:
+        # Fail when the settings load, not at the first call's first frame.
+        if path is not None and not path.is_file():
+            raise ValueError(f"no motion checkpoint at {path}")
+        return path

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 from pipecat.frames.frames import (
     Frame,
     InterruptionFrame,
@@ -12,6 +13,8 @@ from pipecat.frames.frames import (
     TTSSpeakFrame,
     TTSStoppedFrame,
     TTSTextFrame,
+    VADUserStartedSpeakingFrame,
+    VADUserStoppedSpeakingFrame,
 )
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
@@ -22,6 +25,8 @@ from pipelines.stages.avatar import AvatarStage
 from pipelines.stages.tts import EspeakTTSService
 from renderer.avatar import AvatarCore
 from renderer.config import AvatarSettings
+from renderer.motion.space import IDX
+from renderer.phonemes import PhonemeMark
 
 SIZE = 128
 SAMPLE_RATE = 24_000
@@ -105,3 +110,47 @@ async def test_interruption_stops_reply_audio_at_once() -> None:
     assert audio_seconds(after) == 0, "no reply audio after the interruption"
     # The face keeps streaming (idle) after the interruption.
     assert sum(isinstance(f, OutputImageRawFrame) for f in after) >= 15
+
+
+async def test_short_sound_pauses_the_reply_and_it_resumes() -> None:
+    """Timeline: a long reply from 0 s; a 0.2 s noise at 1.0 s; no turn follows."""
+    watch = Timestamps()
+    pipeline = Pipeline([EspeakTTSService(TTSSettings()), make_avatar(), watch])
+    start = time.monotonic()
+    await run_test(
+        pipeline,
+        frames_to_send=[
+            TTSSpeakFrame(LONG_REPLY),
+            SleepFrame(1.0),
+            VADUserStartedSpeakingFrame(),
+            SleepFrame(0.2),
+            VADUserStoppedSpeakingFrame(stop_secs=0.2),
+            SleepFrame(1.2),
+        ],
+    )
+    audio_times = [t - start for t, f in watch.seen if isinstance(f, TTSAudioRawFrame)]
+    during = [t for t in audio_times if 1.15 < t < 1.35]
+    after = [t for t in audio_times if t > 1.6]
+    assert not during, "the reply's audio halts while the user might be talking"
+    assert len(after) > 10, "the reply resumes when no turn follows the sound"
+    assert not any(isinstance(f, InterruptionFrame) for _, f in watch.seen)
+
+
+def test_pause_relaxes_the_mouth_and_keeps_the_audio() -> None:
+    core = AvatarCore(
+        AvatarSettings(width=SIZE, height=SIZE, device="cpu", motion="procedural"),
+        sample_rate=SAMPLE_RATE,
+    )
+    tone = np.sin(np.arange(SAMPLE_RATE) * 2 * np.pi * 220 / SAMPLE_RATE) * 12000
+    core.push_audio(tone.astype(np.int16).tobytes(), SAMPLE_RATE, [PhonemeMark("a", 0.0)])
+    for _ in range(8):
+        core.advance()
+    played = core.samples_played
+    core.pause()
+    paused = [core.advance() for _ in range(5)]
+    assert all(step.audio == b"" for step in paused)
+    assert core.samples_played == played, "paused speech stays queued"
+    assert paused[-1].motion[IDX["jawOpen"]] <= 0.1
+    core.resume()
+    assert core.advance().audio, "speech continues where it stopped"
+    assert core.samples_played == played + SAMPLE_RATE // 25

@@ -64,7 +64,12 @@ class Session:
             "engines": self.conversation.engines,
             "stats": self.conversation.stats.stats.as_dict(),
             "turns": [
-                {"turn": r.turn, "stages_ms": r.stages_ms, "over_budget": r.over_budget}
+                {
+                    "turn": r.turn,
+                    "stages_ms": r.stages_ms,
+                    "over_budget": r.over_budget,
+                    "speech_end": r.speech_end,
+                }
                 for r in self.conversation.latency.reports
             ],
             "video": {

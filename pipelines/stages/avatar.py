@@ -8,7 +8,9 @@ the audio before them has gone. When nothing is spoken the clock keeps drawing i
 frames, so the video track never stalls.
 
 Interruption is decided by frame type, as everywhere in pipecat: an ``InterruptionFrame``
-drops the queued audio, phonemes and held frames in one place (``_drop_pending``).
+drops the queued audio, phonemes and held frames in one place (``_drop_pending``). A
+``VADUserStartedSpeakingFrame`` only pauses the reply (audio halts, the mouth relaxes);
+if no turn follows the sound, the reply resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -27,12 +29,18 @@ from pipecat.frames.frames import (
     SystemFrame,
     TTSAudioRawFrame,
     TTSStoppedFrame,
+    UserStartedSpeakingFrame,
+    VADUserStartedSpeakingFrame,
+    VADUserStoppedSpeakingFrame,
 )
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
 from pipelines.frames import PhonemeAudioRawFrame
 from renderer.avatar import AvatarCore
 
+# After a sound that did not become a turn, wait this long (for a late turn start from
+# the transcript) before the paused reply resumes.
+RESUME_AFTER_S = 0.25
 # A clock this many periods late has stalled (e.g. a debugger); restart it rather than burst.
 MAX_CLOCK_LAG_FRAMES = 5
 
@@ -40,9 +48,18 @@ MAX_CLOCK_LAG_FRAMES = 5
 class AvatarStage(FrameProcessor):
     """TTS audio in; the same audio, paced, plus one video frame per period out."""
 
-    def __init__(self, core: AvatarCore, *, end_timeout_s: float = 30.0, **kwargs) -> None:
+    def __init__(
+        self,
+        core: AvatarCore,
+        *,
+        end_timeout_s: float = 30.0,
+        resume_after_s: float = RESUME_AFTER_S,
+        **kwargs,
+    ) -> None:
         super().__init__(**kwargs)
         self._core = core
+        self._resume_after_s = resume_after_s
+        self._resume_task: asyncio.Task | None = None
         self._end_timeout_s = end_timeout_s
         self._clock_task: asyncio.Task | None = None
         # Rendering runs off the event loop, one frame at a time.
@@ -77,7 +94,21 @@ class AvatarStage(FrameProcessor):
             await self._stop_clock()
             await self.push_frame(frame, direction)
         elif isinstance(frame, InterruptionFrame):
+            await self._cancel_resume()
             await self._drop_pending()
+            await self.push_frame(frame, direction)
+        elif isinstance(frame, VADUserStartedSpeakingFrame):
+            # Maybe a barge-in, maybe a cough: hold the reply until the turn logic decides.
+            await self._cancel_resume()
+            if self._core.speaking:
+                self._core.pause()
+            await self.push_frame(frame, direction)
+        elif isinstance(frame, VADUserStoppedSpeakingFrame):
+            if self._core.paused:
+                self._resume_task = self.create_task(self._resume_later(), name="avatar-resume")
+            await self.push_frame(frame, direction)
+        elif isinstance(frame, UserStartedSpeakingFrame):
+            await self._cancel_resume()  # a real turn: the interruption follows
             await self.push_frame(frame, direction)
         elif direction is FrameDirection.UPSTREAM or isinstance(frame, SystemFrame):
             await self.push_frame(frame, direction)
@@ -90,8 +121,20 @@ class AvatarStage(FrameProcessor):
                 self._core.end_segment()
             await self._push_in_order(frame)
 
+    async def _resume_later(self) -> None:
+        """No turn followed the sound: carry on with the reply where it stopped."""
+        await asyncio.sleep(self._resume_after_s)
+        self._resume_task = None
+        self._core.resume()
+
+    async def _cancel_resume(self) -> None:
+        if self._resume_task is not None:
+            task, self._resume_task = self._resume_task, None
+            await self.cancel_task(task)
+
     async def cleanup(self) -> None:
         """Stop the clock and the render thread; safe to call more than once."""
+        await self._cancel_resume()
         await self._stop_clock()
         await super().cleanup()
 

@@ -1,0 +1,172 @@
+"""MotionGenerator: streaming equals offline, idle and interruption; AvatarCore integration."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from renderer.avatar import AvatarCore
+from renderer.config import AvatarSettings
+from renderer.motion.learned import LearnedMotion
+from renderer.motion.space import IDX, MOTION_DIM
+from renderer.motion.stream import SAMPLES_PER_FRAME, MotionGenerator, generate
+from tests.helpers.motion import random_model, random_pieces, speech
+
+SR = 16000
+
+
+@pytest.fixture(scope="module")
+def model():  # type: ignore[no-untyped-def]
+    return random_model(seed=1)
+
+
+def noise_audio(seconds: float, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (0.2 * rng.standard_normal(int(seconds * SR))).astype(np.float32)
+
+
+def test_streaming_equals_offline_for_any_piece_sizes(model) -> None:  # type: ignore[no-untyped-def]
+    audio = noise_audio(2.3)
+    offline = generate(model, audio, SR, steps=2, seed=5)
+    assert offline.shape == (58, MOTION_DIM) and offline.dtype == np.float32
+    for trial in range(3):
+        gen = MotionGenerator(model, steps=2, seed=5)
+        frames = []
+        for piece in random_pieces(audio, np.random.default_rng(trial), 1, 3000):
+            gen.push(piece, SR)
+            frames.append(gen.take())
+        gen.end()
+        frames.append(gen.take(58 - gen.frames_taken))
+        np.testing.assert_array_equal(np.concatenate(frames), offline)
+    assert not np.allclose(generate(model, audio, SR, steps=2, seed=6), offline)
+
+
+def test_frames_come_out_as_soon_as_a_chunk_and_its_lookahead_are_in(model) -> None:  # type: ignore[no-untyped-def]
+    cfg = model.cfg
+    need = (cfg.chunk + cfg.lookahead) * SAMPLES_PER_FRAME + 240  # + last mel window's tail
+    gen = MotionGenerator(model, steps=1)
+    gen.push(noise_audio(1.0)[: need - 1], SR)
+    assert gen.frames_ready() == 0 and not gen.can_take()
+    assert gen.take().shape == (0, MOTION_DIM)
+    gen.push(np.zeros(1, np.float32), SR)
+    assert gen.frames_ready() == cfg.chunk
+    assert gen.take().shape == (cfg.chunk, MOTION_DIM)
+
+
+def test_any_rate_and_int16_input(model) -> None:  # type: ignore[no-untyped-def]
+    pcm, rate = speech("One two three.")
+    out = generate(model, pcm, rate, steps=1, seed=0, piece_s=0.05)
+    assert len(out) == int(np.ceil(len(pcm) * 25 / rate))
+    assert np.all(np.isfinite(out))
+    with pytest.raises(ValueError, match="int16 or float"):
+        MotionGenerator(model).push(np.zeros(10, np.int32), SR)
+
+
+def test_idle_keeps_generating_after_the_end(model) -> None:  # type: ignore[no-untyped-def]
+    gen = MotionGenerator(model, steps=1)
+    gen.push(noise_audio(0.5), SR)
+    gen.end()
+    assert not gen.is_open and gen.frames_ready() == 13  # 0.5 s rounded up to frames
+    idle = gen.take(200)
+    assert idle.shape == (200, MOTION_DIM)
+    # Idle is computed a chunk at a time, never further ahead than one chunk.
+    assert gen.frames_generated - gen.frames_taken < model.cfg.chunk
+
+
+def test_speech_after_idle_does_not_wait_behind_idle_frames(model) -> None:  # type: ignore[no-untyped-def]
+    gen = MotionGenerator(model, steps=1)
+    gen.take(3)  # idle from the start: a chunk was computed ahead
+    assert gen.frames_generated > gen.frames_taken
+    gen.push(noise_audio(0.1), SR)
+    assert gen.frames_generated == gen.frames_taken == 3  # the idle look-ahead is gone
+
+
+def test_drop_pending_forgets_audio_and_frames_not_taken(model) -> None:  # type: ignore[no-untyped-def]
+    audio = noise_audio(3.0)
+    gen = MotionGenerator(model, steps=1, seed=2)
+    gen.push(audio, SR)
+    first = gen.take(10)
+    assert gen.frames_ready() > 20
+    gen.drop_pending()
+    assert gen.frames_ready() == 0 and gen.frames_generated == 10 and not gen.is_open
+    # New audio continues right after the frames actually taken.
+    gen.push(audio[:SR], SR)
+    gen.end()
+    assert gen.frames_ready() == 25
+    after = gen.take()
+    assert after.shape == (25, MOTION_DIM)
+    # The same as a generator that only ever saw the first 10 frames, then the new audio.
+    ref = MotionGenerator(model, steps=1, seed=2)
+    ref.push(audio, SR)
+    np.testing.assert_array_equal(ref.take(10), first)
+    assert gen.last_frame().shape == (MOTION_DIM,)
+
+
+def test_end_with_frame_count_pads_or_trims(model) -> None:  # type: ignore[no-untyped-def]
+    gen = MotionGenerator(model, steps=1)
+    gen.push(noise_audio(0.3), SR)  # 7.5 frames
+    gen.end(n_frames=10)
+    assert gen.frames_ready() == 10
+    gen.take()
+    gen.push(noise_audio(0.2), SR)  # starts at frame 10
+    gen.end()
+    assert gen.frames_ready() == 5 and gen.frames_taken == 10
+
+
+# --------------------------------------------------------------- AvatarCore integration
+
+CORE_SR = 24000
+SPF = CORE_SR // 25
+
+
+def learned_core() -> AvatarCore:
+    settings = AvatarSettings(width=64, height=64, device="cpu")
+    assert settings.motion == "learned"
+    return AvatarCore(settings, sample_rate=CORE_SR)
+
+
+def test_core_with_learned_motion_speaks_and_closes_the_mouth() -> None:
+    core = learned_core()
+    for _ in range(5):
+        assert not core.advance().speaking  # idle frames before the reply
+    pcm, rate = speech("Hello there, how are you doing today? I am fine.")
+    for piece in random_pieces(pcm, np.random.default_rng(0), 500, 2000):
+        core.push_audio(piece.tobytes(), rate)
+    core.end_segment()
+    steps = []
+    for _ in range(1000):
+        steps.append(core.advance())
+        if not steps[-1].speaking:
+            break
+    steps += [core.advance() for _ in range(15)]
+    spoken = [s for s in steps if s.audio]
+    assert len(spoken) == pytest.approx(len(pcm) / rate * 25, abs=2)
+    jaw = np.array([s.motion[IDX["jawOpen"]] for s in steps])
+    talking = jaw[: len(spoken)]
+    assert talking.max() > 0.3 and talking.std() > 0.05
+    assert jaw[-5:].max() < 0.1  # settled closed after the reply
+
+
+def test_core_waits_for_motion_before_playing_audio() -> None:
+    core = learned_core()
+    core.push_audio(np.zeros(SPF * 2, np.int16).tobytes(), CORE_SR)  # 2 frames: no lookahead yet
+    step = core.advance()
+    assert step.speaking and step.audio == b""  # an underrun, motion held
+    assert step.motion.shape == (MOTION_DIM,)
+    core.end_segment()
+    assert len(core.advance().audio) == SPF * 2 and len(core.advance().audio) == SPF * 2
+    assert not core.advance().speaking
+
+
+def test_core_clear_buffer_drops_the_generators_pending_motion() -> None:
+    core = learned_core()
+    source = core._streaming
+    assert isinstance(source, LearnedMotion)
+    core.push_audio(np.zeros(CORE_SR * 2, np.int16).tobytes(), CORE_SR)
+    for _ in range(5):
+        assert core.advance().audio
+    gen = source.generator
+    assert gen.frames_generated > gen.frames_taken
+    core.clear_buffer()
+    assert gen.frames_generated == gen.frames_taken == 5 and not gen.is_open
+    assert not core.advance().speaking
