@@ -37,7 +37,7 @@ from renderer.config import AvatarSettings
 from renderer.frames.face import FaceRenderer
 from renderer.motion.learned import LearnedMotion
 from renderer.motion.procedural import ProceduralMotion
-from renderer.motion.space import IDX
+from renderer.motion.visemes import VISEME_IDX
 from renderer.phonemes import PhonemeMark
 from renderer.resample import StreamResampler
 
@@ -46,19 +46,6 @@ from renderer.resample import StreamResampler
 BLEND_FRAMES = 3
 # While paused the mouth relaxes by this factor per frame (closed in about 4 frames).
 PAUSE_MOUTH_DECAY = 0.5
-_MOUTH = np.array(
-    [
-        IDX[n]
-        for n in (
-            "jawOpen",
-            "mouthClose",
-            "mouthFunnel",
-            "mouthPucker",
-            "mouthStretchLeft",
-            "mouthStretchRight",
-        )
-    ]
-)
 
 
 @dataclass
@@ -281,7 +268,7 @@ class AvatarCore:
         """One frame period: take a frame of audio (or none on underrun/idle), run motion."""
         if self._paused and self._last_motion is not None:
             held = self._last_motion.copy()
-            held[_MOUTH] *= PAUSE_MOUTH_DECAY
+            held[VISEME_IDX] *= PAUSE_MOUTH_DECAY  # the mouth channels
             self._last_motion = held
             step = FrameStep(index=self._index, audio=b"", motion=held, speaking=True)
             self._index += 1
