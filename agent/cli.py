@@ -283,7 +283,10 @@ def _add_motion_parser(sub: Any) -> None:
     train.add_argument("--out", type=Path, default=None, help="checkpoint to write")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument(
-        "--steps", type=int, default=None, help="optimiser steps (default 9000, ~23 min on 2 cores)"
+        "--steps",
+        type=int,
+        default=None,
+        help="optimiser steps (default 12000, ~31 min on 2 cores)",
     )
     train.add_argument("--epochs", type=float, default=None, help="instead of --steps")
     train.add_argument("--batch", type=int, default=128)

@@ -22,7 +22,10 @@ from aiortc import AudioStreamTrack, MediaStreamTrack, RTCPeerConnection, RTCSes
 from aiortc.mediastreams import MediaStreamError
 from av import AudioFrame, VideoFrame
 
+from pipelines.webrtc import shorten_audio_jitter_buffer
+
 MIC_RATE = 48_000
+CLIENT_AUDIO_PREFETCH = 2  # 40 ms of received audio held, as a browser holds on a LAN
 MIC_FRAME = 960  # 20 ms
 
 
@@ -119,6 +122,10 @@ class AvatarClient:
 
         @self._pc.on("track")
         def _on_track(track: MediaStreamTrack) -> None:
+            if track.kind == "audio":
+                # aiortc holds 4 packets (80 ms) before playing one; a browser's adaptive
+                # buffer on a quiet network holds about 40 ms, so measure like one.
+                shorten_audio_jitter_buffer(self._pc, CLIENT_AUDIO_PREFETCH)
             self._spawn(self._read(track))
 
         @self._pc.on("connectionstatechange")

@@ -97,8 +97,10 @@ class TurnResult:
     barge_onset: float | None = None
     audio_stop_ms: float | None = None
     mouth_close_ms: float | None = None
+    decision_ms: float | None = None  # barge-in onset -> the server halted the reply
     audio_after_stop_ms: float = 0.0
     wall_speech_end: float | None = None  # the same instant on the wall clock
+    wall_barge_onset: float | None = None
 
     @property
     def end_to_end_ms(self) -> float | None:
@@ -224,6 +226,15 @@ def _summary(values: list[float]) -> dict[str, float | None]:
     }
 
 
+def _trend_per_min(points: list[tuple[float, float | None]]) -> float | None:
+    """Least-squares slope of (seconds, ms) points in ms per minute; None under 3 points."""
+    xy = np.array([(t, v) for t, v in points if v is not None], dtype=np.float64)
+    if len(xy) < 3 or np.ptp(xy[:, 0]) == 0:
+        return None
+    slope = np.polyfit(xy[:, 0], xy[:, 1], 1)[0]
+    return round(float(slope) * 60.0, 2)
+
+
 @contextlib.asynccontextmanager
 async def _target(url: str | None, settings: Settings) -> AsyncIterator[tuple[str, Any]]:
     """The server to profile: the given URL, or one started here with the settings."""
@@ -319,7 +330,8 @@ def _video_figures(timeline: Timeline, fps: int) -> dict[str, float]:
     }
 
 
-async def _server_turns(base: str, sessions: Any, pc_id: str | None) -> list[dict[str, Any]]:
+async def _server_session(base: str, sessions: Any, pc_id: str | None) -> dict[str, Any]:
+    """This call's entry of /api/sessions (stage timings per turn, barge-ins)."""
     if sessions is not None:
         described = sessions.describe()
     else:
@@ -327,8 +339,26 @@ async def _server_turns(base: str, sessions: Any, pc_id: str | None) -> list[dic
             described = (await http.get(f"{base}/api/sessions")).json()["sessions"]
     for session in described:
         if session["pc_id"] == pc_id:
-            return list(session.get("turns", []))
-    return []
+            return dict(session)
+    return {}
+
+
+def _match_decisions(results: list[TurnResult], barge_ins: list[dict[str, Any]]) -> None:
+    """Barge-in onset (client) -> the server's decision to halt the reply (its VAD start).
+
+    Both are wall-clock instants, so with ``--url`` on another machine the figure is only
+    as good as the two clocks' agreement.
+    """
+    for result in results:
+        if result.barge_onset is None or result.wall_barge_onset is None:
+            continue
+        after = [
+            b["decided"]
+            for b in barge_ins
+            if result.wall_barge_onset - 0.1 <= b["decided"] <= result.wall_barge_onset + 3.0
+        ]
+        if after:
+            result.decision_ms = max(0.0, (min(after) - result.wall_barge_onset) * 1000)
 
 
 async def profile(
@@ -350,7 +380,7 @@ async def profile(
                 question = QUESTIONS[i % len(QUESTIONS)]
                 results.append(await _play_turn(client, question, start, i + 1 == barge_turn))
             await asyncio.sleep(0.5)
-            server = await _server_turns(base, sessions, client.pc_id)
+            session = await _server_session(base, sessions, client.pc_id)
         finally:
             await client.close()
     timeline = Timeline.from_received(client.received, start)
@@ -358,7 +388,10 @@ async def profile(
     wall_offset = time.time() - time.monotonic()
     for result in results:
         result.wall_speech_end = result.speech_end + wall_offset
-    return build_report(results, server, timeline, settings)
+        if result.barge_onset is not None:
+            result.wall_barge_onset = result.barge_onset + wall_offset
+    _match_decisions(results, session.get("barge_ins", []))
+    return build_report(results, session.get("turns", []), timeline, settings)
 
 
 def _server_turn_for(result: TurnResult, server_turns: list[dict[str, Any]]) -> dict | None:
@@ -388,6 +421,9 @@ def build_report(
         "stages": {name: _summary(values) for name, values in stages.items()},
         "end_to_end": _summary(end_to_end),
         "av_offset_ms": _summary([r.av_offset_ms for r in results if r.av_offset_ms is not None]),
+        "interrupt_decision_ms": _summary(
+            [r.decision_ms for r in results if r.decision_ms is not None]
+        ),
         "interrupt_audio_stop_ms": _summary(
             [r.audio_stop_ms for r in results if r.audio_stop_ms is not None]
         ),
@@ -397,11 +433,15 @@ def build_report(
         "interrupted_audio_after_stop_ms": round(
             sum(r.audio_after_stop_ms for r in results if r.barge_in), 1
         ),
+        "av_offset_trend_ms_per_min": _trend_per_min(
+            [(r.speech_end - timeline.start, r.av_offset_ms) for r in results]
+        ),
         **_video_figures(timeline, settings.avatar.fps),
         "budgets": settings.budgets.model_dump(),
         "per_turn": [
             {
                 "question": r.question,
+                "at_s": round(r.speech_end - timeline.start, 2),
                 "barge_in": r.barge_in,
                 "end_to_end_ms": r.end_to_end_ms,
                 "av_offset_ms": r.av_offset_ms,
@@ -411,10 +451,19 @@ def build_report(
         ],
     }
     violations = []
-    for name, summary in [*report["stages"].items(), ("end_to_end", report["end_to_end"])]:
+    checked = [
+        *report["stages"].items(),
+        ("end_to_end", report["end_to_end"]),
+        ("interrupt_decision", report["interrupt_decision_ms"]),
+        ("interrupt_audio_stop", report["interrupt_audio_stop_ms"]),
+        ("interrupt_mouth_close", report["interrupt_mouth_close_ms"]),
+        ("av_offset", report["av_offset_ms"]),
+    ]
+    for name, summary in checked:
         budget = report["budgets"][name]
-        if summary["p95_ms"] is not None and summary["p95_ms"] > budget:
-            violations.append({"stage": name, "p95_ms": summary["p95_ms"], "budget_ms": budget})
+        p95 = summary["p95_ms"]
+        if p95 is not None and abs(p95) > budget:  # abs: the A/V offset has a sign
+            violations.append({"stage": name, "p95_ms": p95, "budget_ms": budget})
     report["violations"] = violations
     return report
 
@@ -425,17 +474,23 @@ def format_table(report: dict[str, Any]) -> str:
     named = [*report["stages"].items(), ("end_to_end", report["end_to_end"])]
     named += [
         (key, report[key])
-        for key in ("av_offset_ms", "interrupt_audio_stop_ms", "interrupt_mouth_close_ms")
+        for key in (
+            "av_offset_ms",
+            "interrupt_decision_ms",
+            "interrupt_audio_stop_ms",
+            "interrupt_mouth_close_ms",
+        )
     ]
     for name, s in named:
-        budget = report["budgets"].get(name, "")
+        budget = report["budgets"].get(name.removesuffix("_ms"), "")
         rows.append((name, *(("-" if s[k] is None else f"{s[k]:.0f}") for k in s), str(budget)))
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
     lines.append("")
     lines.append(
         f"fps delivered {report['fps_delivered']}, frames dropped {report['frames_dropped']}, "
-        f"pts drift {report['pts_drift_ms']} ms, interrupted audio after stop "
+        f"pts drift {report['pts_drift_ms']} ms, A/V offset trend "
+        f"{report['av_offset_trend_ms_per_min']} ms/min, interrupted audio after stop "
         f"{report['interrupted_audio_after_stop_ms']} ms"
     )
     if report["violations"]:

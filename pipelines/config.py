@@ -98,3 +98,20 @@ class LatencyBudgets(BaseModel):
     end_to_end: float = Field(
         900, gt=0, description="User stops speaking -> first reply audio/video sent."
     )
+    interrupt_decision: float = Field(
+        300,
+        gt=0,
+        description="Barge-in: the user starts talking over the avatar -> its audio is halted "
+        "(VAD's start delay; checked by visage profile).",
+    )
+    interrupt_audio_stop: float = Field(
+        350,
+        gt=0,
+        description="Barge-in onset -> the reply's audio stops at the client (visage profile).",
+    )
+    interrupt_mouth_close: float = Field(
+        400, gt=0, description="Barge-in onset -> the mouth is closed at the client."
+    )
+    av_offset: float = Field(
+        40, gt=0, description="|audio - video| offset at the client, p95 (visage profile)."
+    )

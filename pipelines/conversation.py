@@ -102,6 +102,9 @@ def build_conversation(
             audio_in_sample_rate=AUDIO_IN_SAMPLE_RATE,
             audio_out_enabled=True,
             audio_out_sample_rate=AUDIO_OUT_SAMPLE_RATE,
+            # 20 ms writes: the outgoing track holds one write ahead (pipelines/webrtc.py),
+            # which is what still plays after the avatar halts for a barge-in.
+            audio_out_10ms_chunks=2,
             video_out_enabled=True,
             video_out_is_live=True,
             video_out_width=avatar.width,

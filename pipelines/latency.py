@@ -10,9 +10,14 @@ Stages of one turn:
 - ``stt``: the user's speech ended -> the final transcript.
 - ``llm_ttft``: the turn decided -> the first LLM text.
 - ``tts_ttfb``: the first LLM text -> the first TTS audio.
-- ``render_first_frame``: the first TTS audio into the avatar -> its first frame out.
+- ``render_first_frame``: the first TTS audio into the avatar -> the first video frame
+  that carries reply audio out of it (idle frames drawn meanwhile do not count).
 - ``transport``: that frame into the output transport -> the transport started sending.
 - ``end_to_end``: the user's speech ended -> the first reply audio and video sent.
+
+Barge-ins are noted too (:class:`BargeIn`): when VAD heard the user start speaking while
+the avatar was talking (the decision to halt its audio), and whether and when an
+interruption followed.
 """
 
 from __future__ import annotations
@@ -25,12 +30,14 @@ from typing import Any
 from loguru import logger
 from pipecat.frames.frames import (
     BotStartedSpeakingFrame,
+    BotStoppedSpeakingFrame,
     InterruptionFrame,
     LLMTextFrame,
     OutputImageRawFrame,
     TranscriptionFrame,
     TTSAudioRawFrame,
     UserStoppedSpeakingFrame,
+    VADUserStartedSpeakingFrame,
     VADUserStoppedSpeakingFrame,
 )
 from pipecat.observers.base_observer import BaseObserver, FramePushed
@@ -69,6 +76,18 @@ class TurnReport:
 
 
 @dataclass
+class BargeIn:
+    """The user started speaking over the avatar (wall-clock seconds)."""
+
+    decided: float  # VAD reported speech: the avatar's audio halts from here
+    interrupted: float | None = None  # the turn logic interrupted the reply, if it did
+
+    def as_dict(self) -> dict[str, float | None]:
+        """JSON-ready form for /api/sessions."""
+        return {"decided": self.decided, "interrupted": self.interrupted}
+
+
+@dataclass
 class _Marks:
     speech_end: float | None = None
     turn_decided: float | None = None
@@ -76,6 +95,7 @@ class _Marks:
     llm_first: float | None = None
     tts_first: float | None = None
     avatar_in: float | None = None
+    avatar_audio_out: bool = False  # the avatar has pushed reply audio
     avatar_out: float | None = None
     sent: float | None = None
 
@@ -99,11 +119,14 @@ class TurnLatencyObserver(BaseObserver):
         self._on_turn = on_turn
         self._marks = _Marks()
         self._measuring = False
+        self._bot_speaking = False
         self.reports: list[TurnReport] = []
+        self.barge_ins: list[BargeIn] = []
 
     async def on_push_frame(self, data: FramePushed) -> None:
         """Note the first time each edge of the current turn is seen."""
         frame, now, m = data.frame, time.time(), self._marks
+        self._note_barge_in(data, now)
         if isinstance(frame, VADUserStoppedSpeakingFrame) and data.first_push:
             # A new stop inside a turn moves the end of speech later.
             m.speech_end = frame.timestamp - frame.stop_secs
@@ -113,6 +136,7 @@ class TurnLatencyObserver(BaseObserver):
         if isinstance(frame, UserStoppedSpeakingFrame) and m.turn_decided is None:
             m.turn_decided = now
             m.llm_first = m.tts_first = m.avatar_in = m.avatar_out = m.sent = None
+            m.avatar_audio_out = False
         elif isinstance(frame, TranscriptionFrame) and frame.finalized:
             m.transcript = now
         elif m.turn_decided is None:
@@ -124,8 +148,10 @@ class TurnLatencyObserver(BaseObserver):
                 m.tts_first = now
             if data.destination is self._avatar and m.avatar_in is None:
                 m.avatar_in = now
+            if data.source is self._avatar and m.avatar_in is not None:
+                m.avatar_audio_out = True
         elif isinstance(frame, OutputImageRawFrame):
-            if data.source is self._avatar and m.avatar_in is not None and m.avatar_out is None:
+            if data.source is self._avatar and m.avatar_audio_out and m.avatar_out is None:
                 m.avatar_out = now
         elif isinstance(frame, BotStartedSpeakingFrame) and data.source is self._output:
             if m.sent is None and m.avatar_out is not None:
@@ -135,6 +161,21 @@ class TurnLatencyObserver(BaseObserver):
             # The reply never got out; the next VAD stop starts a fresh measurement.
             if m.llm_first is not None:
                 self._reset()
+
+    def _note_barge_in(self, data: FramePushed, now: float) -> None:
+        frame = data.frame
+        if data.source is self._output and isinstance(frame, BotStartedSpeakingFrame):
+            self._bot_speaking = True
+        elif data.source is self._output and isinstance(frame, BotStoppedSpeakingFrame):
+            self._bot_speaking = False
+        elif not data.first_push:
+            return
+        elif isinstance(frame, VADUserStartedSpeakingFrame) and self._bot_speaking:
+            self.barge_ins.append(BargeIn(decided=now))
+        elif isinstance(frame, InterruptionFrame) and self.barge_ins:
+            last = self.barge_ins[-1]
+            if last.interrupted is None and now - last.decided < 5.0:
+                last.interrupted = now
 
     def _reset(self) -> None:
         self._marks = _Marks()

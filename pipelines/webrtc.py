@@ -1,5 +1,8 @@
 """pipecat's SmallWebRTC transport with a video track that keeps a drift-free clock.
 
+It also shortens aiortc's audio receive delay (see :func:`shorten_audio_jitter_buffer`),
+and keeps the outgoing audio track one write ahead (see ``_AvatarWebRTCClient``).
+
 pipecat's own output video track stamps frames on aiortc's fixed 30 fps clock and blocks
 until a frame arrives. Our avatar runs at its configured rate (25 fps by default), so its
 frames would carry timestamps that fall behind the audio's. This track paces itself on
@@ -16,9 +19,10 @@ import time
 from collections import deque
 
 import numpy as np
-from aiortc import VideoStreamTrack
+from aiortc import RTCPeerConnection, VideoStreamTrack
+from aiortc.jitterbuffer import JitterBuffer
 from av import VideoFrame
-from pipecat.frames.frames import OutputImageRawFrame
+from pipecat.frames.frames import OutputAudioRawFrame, OutputImageRawFrame
 from pipecat.transports.base_transport import TransportParams
 from pipecat.transports.smallwebrtc.connection import SmallWebRTCConnection
 from pipecat.transports.smallwebrtc.transport import SmallWebRTCClient, SmallWebRTCTransport
@@ -29,6 +33,28 @@ VIDEO_TIME_BASE = fractions.Fraction(1, VIDEO_CLOCK_RATE)
 MAX_QUEUED_FRAMES = 3
 # Falling this many periods behind means the loop stalled; jump to now instead of bursting.
 MAX_LAG_FRAMES = 5
+# aiortc's audio receiver holds 4 packets (80 ms) before releasing one. The server does
+# not play the user's audio out; it only feeds VAD, turn detection and STT, which want it
+# as soon as it arrives. A packet that comes out of order is dropped instead.
+SERVER_AUDIO_PREFETCH = 0
+
+
+def shorten_audio_jitter_buffer(pc: RTCPeerConnection, prefetch: int) -> int:
+    """Make the audio receivers of ``pc`` release packets after ``prefetch`` newer ones.
+
+    aiortc exposes no setting for this, so the receiver's private jitter buffer is
+    replaced (same capacity). Returns how many receivers were changed.
+    """
+    changed = 0
+    for receiver in pc.getReceivers():
+        if receiver.track is None or receiver.track.kind != "audio":
+            continue
+        attr = "_RTCRtpReceiver__jitter_buffer"
+        old = getattr(receiver, attr, None)
+        if isinstance(old, JitterBuffer):
+            setattr(receiver, attr, JitterBuffer(capacity=old.capacity, prefetch=prefetch))
+            changed += 1
+    return changed
 
 
 class PacedVideoTrack(VideoStreamTrack):
@@ -88,15 +114,37 @@ class PacedVideoTrack(VideoStreamTrack):
         return frame
 
 
-class _PacedVideoClient(SmallWebRTCClient):
-    """SmallWebRTC client whose outgoing video track is a PacedVideoTrack."""
+class _AvatarWebRTCClient(SmallWebRTCClient):
+    """SmallWebRTC client with a PacedVideoTrack and gap-free audio writes.
+
+    pipecat's client waits until the outgoing track has sent the last 10 ms of each write
+    before it returns, so the next write must arrive within 10 ms; whenever the event
+    loop is slower than that (a frame being rendered, a VAD pass), the track fills in
+    10 ms of silence. Those gaps stretch the reply and pile its audio up in the output
+    transport's queue: hundreds of milliseconds behind the video after a few seconds,
+    and that much more to play out after a barge-in. Here a write returns once the
+    *previous* write has been sent, so one write is always queued in the track.
+    """
 
     def __init__(self, connection: SmallWebRTCConnection, callbacks) -> None:
         super().__init__(connection, callbacks)
         self.video_track: PacedVideoTrack | None = None
+        self._previous_write: asyncio.Future | None = None
+
+    async def write_audio_frame(self, frame: OutputAudioRawFrame) -> bool:
+        """Queue the audio in the track; wait only for the write before it to be sent."""
+        track = self._audio_output_track
+        if not (self._can_send() and track):
+            return False
+        sent = track.add_audio_bytes(frame.audio)
+        previous, self._previous_write = self._previous_write, sent
+        if previous is not None and not previous.done():
+            await previous
+        return True
 
     async def _handle_client_connected(self) -> None:
         await super()._handle_client_connected()
+        shorten_audio_jitter_buffer(self._webrtc_connection.pc, SERVER_AUDIO_PREFETCH)
         if self._params and self._params.video_out_enabled:
             self.video_track = PacedVideoTrack(
                 self._params.video_out_width,
@@ -112,7 +160,7 @@ class AvatarWebRTCTransport(SmallWebRTCTransport):
 
     def __init__(self, connection: SmallWebRTCConnection, params: TransportParams) -> None:
         super().__init__(connection, params)
-        self._client = _PacedVideoClient(connection, self._callbacks)
+        self._client = _AvatarWebRTCClient(connection, self._callbacks)
 
     @property
     def video_track(self) -> PacedVideoTrack | None:

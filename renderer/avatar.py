@@ -19,12 +19,19 @@ turns each frame's audio into motion as the frame plays. A ``StreamingMotionSour
 (until then the frame is an underrun: speaking, no audio, motion held), and asks it for
 one motion vector every frame, speech or idle.
 
-``push_audio``, ``end_segment``, ``clear_buffer`` and ``advance`` are meant for one
-thread (the event loop); ``render`` is safe to call from a worker thread.
+Quality: ``levels`` are the rungs of the degradation ladder (``renderer/ladder.py``) for
+this core's motion and size, and ``set_quality`` moves to one: fewer sampler steps for
+the learned motion, a new image only every ``render_every`` frames (``FrameStep.draw``
+says which; the adapter repeats the last image on the others), and drawing at a smaller
+size that ``render`` upscales, so its images always have the output size.
+
+``push_audio``, ``end_segment``, ``clear_buffer``, ``advance`` and ``set_quality`` are
+meant for one thread (the event loop); ``render`` is safe to call from a worker thread.
 """
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,9 +39,11 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from renderer.config import AvatarSettings
 from renderer.frames.face import FaceRenderer
+from renderer.ladder import QualityLevel, build_levels
 from renderer.motion.learned import LearnedMotion
 from renderer.motion.procedural import ProceduralMotion
 from renderer.motion.visemes import VISEME_IDX
@@ -56,6 +65,7 @@ class FrameStep:
     audio: bytes  # int16 mono PCM at core.sample_rate for this frame period, or b""
     motion: np.ndarray  # (MOTION_DIM,) float32
     speaking: bool
+    draw: bool = True  # False: the quality level skips this image; repeat the last one
 
 
 class MotionSource(Protocol):
@@ -147,6 +157,14 @@ class AvatarCore:
             self._streaming = motion_source
         else:
             self._motion = motion_source
+        self.levels = build_levels(
+            settings.fps, settings.width, settings.height, _sampler_steps(motion_source)
+        )
+        self._quality = self.levels[0]
+        self._skip_left = 0  # frames to go before the next image is drawn
+        # Drawers by size: the output size, plus smaller ones made when a level needs them.
+        self._renderers = {(self._renderer.width, self._renderer.height): self._renderer}
+        self._renderers_lock = threading.Lock()
         self._buffer = bytearray()  # pending int16 PCM at sample_rate
         self._marks: deque[tuple[int, str]] = deque()  # (absolute sample, ipa), sorted
         self._segments: deque[_Segment] = deque()
@@ -167,6 +185,21 @@ class AvatarCore:
     def height(self) -> int:
         """Frame height in pixels."""
         return self._renderer.height
+
+    @property
+    def quality(self) -> QualityLevel:
+        """The quality level frames are made at (``levels[0]`` unless degraded)."""
+        return self._quality
+
+    def set_quality(self, level: QualityLevel) -> None:
+        """Move to one of ``levels``: the sampler steps apply from the next motion chunk,
+        the image stride from the next frame, the draw size from the next ``render``."""
+        if level not in self.levels:
+            raise ValueError(f"{level} is not one of this core's quality levels")
+        if level.motion_steps and isinstance(self._streaming, LearnedMotion):
+            self._streaming.set_steps(level.motion_steps)
+        self._skip_left = min(self._skip_left, level.render_every - 1)
+        self._quality = level
 
     @property
     def pending_samples(self) -> int:
@@ -264,20 +297,30 @@ class AvatarCore:
             self._streaming.clear()
         return played
 
+    @property
+    def audio_ready(self) -> bool:
+        """True when the next ``advance`` will play a frame of speech audio."""
+        if self._paused:
+            return False
+        pending = self.pending_samples
+        has_frame = pending >= self.samples_per_frame or (pending > 0 and not self._open)
+        # A streaming source must have the frame's motion before its audio may play.
+        return has_frame and (self._streaming is None or self._streaming.ready())
+
     def advance(self) -> FrameStep:
         """One frame period: take a frame of audio (or none on underrun/idle), run motion."""
         if self._paused and self._last_motion is not None:
             held = self._last_motion.copy()
             held[VISEME_IDX] *= PAUSE_MOUTH_DECAY  # the mouth channels
             self._last_motion = held
-            step = FrameStep(index=self._index, audio=b"", motion=held, speaking=True)
+            step = FrameStep(
+                index=self._index, audio=b"", motion=held, speaking=True, draw=self._draw_now()
+            )
             self._index += 1
             return step
         spf = self.samples_per_frame
         marks: list[PhonemeMark] = []
-        has_frame = self.pending_samples >= spf or (self.pending_samples and not self._open)
-        # A streaming source must have the frame's motion before its audio may play.
-        if has_frame and (self._streaming is None or self._streaming.ready()):
+        if self.audio_ready:
             start = self.samples_played
             audio = bytes(self._buffer[: spf * 2]).ljust(spf * 2, b"\0")
             del self._buffer[: spf * 2]
@@ -305,14 +348,44 @@ class AvatarCore:
             motion = self._last_motion + alpha * (motion - self._last_motion)
             self._blend_left -= 1
         self._last_motion = motion
-        step = FrameStep(index=self._index, audio=audio, motion=motion, speaking=speaking)
+        step = FrameStep(
+            index=self._index,
+            audio=audio,
+            motion=motion,
+            speaking=speaking,
+            draw=self._draw_now(),
+        )
         self._index += 1
         self._prune_segments()
         return step
 
     def render(self, motion: np.ndarray) -> np.ndarray:
-        """Pixels for a motion vector: (H, W, 3) uint8 RGB; safe to call from a worker thread."""
-        return self._renderer.render(motion)
+        """Pixels for a motion vector: (H, W, 3) uint8 RGB at the output size, drawn at the
+        quality level's size; safe to call from a worker thread."""
+        level = self._quality
+        size = (level.draw_width, level.draw_height)
+        renderer = self._renderers.get(size) or self._make_renderer(size)
+        image = renderer.render(motion)
+        if renderer is not self._renderer:
+            image = _upscale(image, self.height, self.width)
+        return image
+
+    def _draw_now(self) -> bool:
+        """Whether this frame gets a new image under the current render stride."""
+        if self._skip_left:
+            self._skip_left -= 1
+            return False
+        self._skip_left = self._quality.render_every - 1
+        return True
+
+    def _make_renderer(self, size: tuple[int, int]) -> FaceRenderer:
+        # Made on first use, in the render thread: building one takes a few frames' time.
+        with self._renderers_lock:
+            renderer = self._renderers.get(size)
+            if renderer is None:
+                renderer = FaceRenderer(*size, self.settings.device)
+                self._renderers = {**self._renderers, size: renderer}
+            return renderer
 
     def _append(self, samples: np.ndarray, speech: bool = True) -> None:
         samples = samples.astype("<i2", copy=False)
@@ -351,3 +424,16 @@ class AvatarCore:
         # Keep the last fully played segment (clear_buffer may still report it).
         while len(self._segments) > 1 and self._segments[1].start <= self.samples_played:
             self._segments.popleft()
+
+
+def _sampler_steps(source: MotionSource | StreamingMotionSource) -> int:
+    """Sampler steps of a learned motion source; 0 for a source with none to trade."""
+    return source.steps if isinstance(source, LearnedMotion) else 0
+
+
+def _upscale(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Bilinear resize of an (h, w, 3) uint8 image to (height, width, 3)."""
+    with torch.inference_mode():
+        x = torch.from_numpy(image).permute(2, 0, 1)[None]  # (1, 3, h, w)
+        y = F.interpolate(x, size=(height, width), mode="bilinear", align_corners=False)
+        return y[0].permute(1, 2, 0).contiguous().numpy()  # (H, W, 3)

@@ -35,6 +35,22 @@ class AvatarSettings(BaseModel):
         4, ge=1, le=8, description="Sampler steps per motion chunk for motion='learned' (1-8)."
     )
     seed: int = Field(0, description="Seed of the idle motion (blinks, head sway).")
+    degrade: bool = Field(
+        True,
+        description=(
+            "Step quality down when frames fall behind (fewer motion sampler steps, then "
+            "half the image rate, then half resolution) and back up when there is headroom."
+        ),
+    )
+    frame_budget_ratio: float = Field(
+        0.85,
+        gt=0.5,
+        le=1.0,
+        description=(
+            "Share of the frame period a frame's motion + drawing may take on average "
+            "before quality steps down (with degrade)."
+        ),
+    )
 
     @field_validator("motion_checkpoint")
     @classmethod

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 
 import numpy as np
@@ -134,6 +135,33 @@ async def test_short_sound_pauses_the_reply_and_it_resumes() -> None:
     assert not during, "the reply's audio halts while the user might be talking"
     assert len(after) > 10, "the reply resumes when no turn follows the sound"
     assert not any(isinstance(f, InterruptionFrame) for _, f in watch.seen)
+
+
+async def test_reply_resumes_after_a_noise_where_it_stopped_with_nothing_lost() -> None:
+    """Timeline: a 2 s reply; a 0.2 s noise at 0.8 s. Everything TTS said plays, once."""
+    spoken, watch = Timestamps(), Timestamps()
+    tts = EspeakTTSService(TTSSettings())
+    pipeline = Pipeline([tts, spoken, make_avatar(), watch])
+    await run_test(
+        pipeline,
+        frames_to_send=[
+            TTSSpeakFrame("Hello there, it is very nice to meet you today."),
+            SleepFrame(0.8),
+            VADUserStartedSpeakingFrame(),
+            SleepFrame(0.2),
+            VADUserStoppedSpeakingFrame(stop_secs=0.2),
+            SleepFrame(3.5),
+        ],
+    )
+    said = audio_seconds([f for _, f in spoken.seen])  # at espeak's rate
+    times = [t for t, f in watch.seen if isinstance(f, TTSAudioRawFrame)]
+    played = audio_seconds([f for _, f in watch.seen])  # resampled to the avatar's rate
+    assert said > 1.5, "a reply of over a second and a half was synthesised"
+    # All of it played, once: nothing dropped at the pause, nothing repeated at the resume
+    # (the last frame is padded with up to one frame of silence).
+    assert said - 0.005 <= played <= said + 1 / 25 + 0.005, (said, played)
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert max(gaps) > 0.3, "the audio halted during the noise"
 
 
 def test_pause_relaxes_the_mouth_and_keeps_the_audio() -> None:

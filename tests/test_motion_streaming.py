@@ -170,3 +170,24 @@ def test_core_clear_buffer_drops_the_generators_pending_motion() -> None:
     core.clear_buffer()
     assert gen.frames_generated == gen.frames_taken == 5 and not gen.is_open
     assert not core.advance().speaking
+
+
+def test_silence_gate_halves_the_mouth_only_on_silent_frames(model) -> None:  # type: ignore[no-untyped-def]
+    from renderer.motion.stream import SILENCE_MOUTH_GAIN
+    from renderer.motion.visemes import VISEME_IDX
+
+    # The first chunk: 3 frames of digital silence, then loud noise. Both runs see the same
+    # inputs for it (no history yet); later chunks condition on the gated frames.
+    chunk = model.cfg.chunk
+    audio = np.concatenate([np.zeros(3 * 640, dtype=np.float32), noise_audio(1.2)])
+    gated = generate(model, audio, SR, steps=2, seed=3)[:chunk]
+    raw = generate(model, audio, SR, steps=2, seed=3, silence_gate=False)[:chunk]
+    silent, loud = np.arange(3), np.arange(3, chunk)
+    mouth = np.zeros(MOTION_DIM, dtype=bool)
+    mouth[VISEME_IDX] = True
+    expected = np.clip(raw[np.ix_(silent, VISEME_IDX)] * SILENCE_MOUTH_GAIN, 0, 1)
+    np.testing.assert_allclose(gated[np.ix_(silent, VISEME_IDX)], expected, atol=1e-5)
+    assert np.abs(raw[np.ix_(silent, VISEME_IDX)]).max() > 0.05, "the gate had something to halve"
+    # Frames with sound, and every channel that is not the mouth, are untouched.
+    np.testing.assert_allclose(gated[loud], raw[loud], atol=1e-5)
+    np.testing.assert_allclose(gated[:, ~mouth], raw[:, ~mouth], atol=1e-5)

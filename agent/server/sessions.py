@@ -72,8 +72,11 @@ class Session:
                 }
                 for r in self.conversation.latency.reports
             ],
+            "barge_ins": [b.as_dict() for b in self.conversation.latency.barge_ins],
             "video": {
                 "rendered": self.conversation.avatar.frames_rendered,
+                "drawn": self.conversation.avatar.frames_drawn,
+                "quality": self.conversation.avatar.core.quality.describe(),
                 "sent": track.frames_sent if track else 0,
                 "repeated": track.frames_repeated if track else 0,
                 "dropped": track.frames_dropped if track else 0,

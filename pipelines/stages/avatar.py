@@ -7,6 +7,11 @@ for it, so audio never runs ahead of the face. Other frames that arrived behind 
 the audio before them has gone. When nothing is spoken the clock keeps drawing idle
 frames, so the video track never stalls.
 
+The clock times each frame's work (motion and drawing) and feeds it to the degradation
+ladder (``renderer/ladder.py``), which steps the core's quality down when frames fall
+behind their budget and back up when there is headroom; each step is logged. On frames
+the quality level does not draw, the last image goes out again: one frame per period.
+
 Interruption is decided by frame type, as everywhere in pipecat: an ``InterruptionFrame``
 drops the queued audio, phonemes and held frames in one place (``_drop_pending``). A
 ``VADUserStartedSpeakingFrame`` only pauses the reply (audio halts, the mouth relaxes);
@@ -16,6 +21,7 @@ if no turn follows the sound, the reply resumes where it stopped.
 from __future__ import annotations
 
 import asyncio
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 from loguru import logger
@@ -37,6 +43,7 @@ from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
 from pipelines.frames import PhonemeAudioRawFrame
 from renderer.avatar import AvatarCore
+from renderer.ladder import DegradationLadder
 
 # After a sound that did not become a turn, wait this long (for a late turn start from
 # the transcript) before the paused reply resumes.
@@ -71,8 +78,18 @@ class AvatarStage(FrameProcessor):
         self._epoch = 0
         # Set by the clock whenever every queued sample and held frame has gone out.
         self._drained = asyncio.Event()
-        self.frames_rendered = 0
+        # Set when speech can start while the clock is between frames without audio.
+        self._speech_ready = asyncio.Event()
+        self._playing = False  # the last frame carried audio
+        self.frames_rendered = 0  # frames pushed (one per period)
+        self.frames_drawn = 0  # of those, newly drawn images (the rest repeat the last)
         self.frames_late = 0
+        settings = core.settings
+        self.ladder: DegradationLadder | None = None
+        if settings.degrade:
+            self.ladder = DegradationLadder(
+                core.levels, core.fps, budget_ratio=settings.frame_budget_ratio
+            )
 
     @property
     def core(self) -> AvatarCore:
@@ -102,6 +119,7 @@ class AvatarStage(FrameProcessor):
             await self._cancel_resume()
             if self._core.speaking:
                 self._core.pause()
+                logger.debug(f"{self}: reply paused, the user may be talking")
             await self.push_frame(frame, direction)
         elif isinstance(frame, VADUserStoppedSpeakingFrame):
             if self._core.paused:
@@ -116,6 +134,8 @@ class AvatarStage(FrameProcessor):
             phonemes = frame.phonemes if isinstance(frame, PhonemeAudioRawFrame) else ()
             self._core.push_audio(frame.audio, frame.sample_rate, phonemes)
             self._drained.clear()
+            if not self._playing and self._core.audio_ready:
+                self._speech_ready.set()  # start the reply now, not at the next idle tick
         else:
             if isinstance(frame, TTSStoppedFrame):
                 self._core.end_segment()
@@ -126,6 +146,7 @@ class AvatarStage(FrameProcessor):
         await asyncio.sleep(self._resume_after_s)
         self._resume_task = None
         self._core.resume()
+        logger.debug(f"{self}: no turn followed the sound; reply resumed")
 
     async def _cancel_resume(self) -> None:
         if self._resume_task is not None:
@@ -188,15 +209,25 @@ class AvatarStage(FrameProcessor):
         period = 1.0 / self._core.fps
         width, height = self._core.width, self._core.height
         start, index = loop.time(), 0
+        image: bytes | None = None  # the last image, repeated on frames not drawn
         while True:
             try:
                 epoch = self._epoch
+                began = time.perf_counter()
                 step = self._core.advance()
-                image = await loop.run_in_executor(self._executor, self._core.render, step.motion)
+                self._playing = bool(step.audio)
+                if step.draw or image is None:
+                    drawn = await loop.run_in_executor(
+                        self._executor, self._core.render, step.motion
+                    )
+                    image = drawn.tobytes()
+                    self.frames_drawn += 1
+                work_s = time.perf_counter() - began
                 if step.audio and epoch == self._epoch:
                     await self.push_frame(TTSAudioRawFrame(step.audio, self._core.sample_rate, 1))
-                await self.push_frame(OutputImageRawFrame(image.tobytes(), (width, height), "RGB"))
+                await self.push_frame(OutputImageRawFrame(image, (width, height), "RGB"))
                 self.frames_rendered += 1
+                self._observe_work(work_s)
                 await self._release_held()
                 if not self._held and self._core.samples_played >= self._core.samples_pushed:
                     self._drained.set()
@@ -207,8 +238,41 @@ class AvatarStage(FrameProcessor):
             index += 1
             delay = start + index * period - loop.time()
             if delay > 0:
-                await asyncio.sleep(delay)
+                if await self._wait_for_speech(delay):
+                    start, index = loop.time(), 0  # the clock's phase follows the reply
             elif -delay > MAX_CLOCK_LAG_FRAMES * period:
                 self.frames_late += int(-delay / period)
                 logger.warning(f"{self}: renderer fell {-delay * 1000:.0f} ms behind; resyncing")
                 start, index = loop.time(), 0
+
+    async def _wait_for_speech(self, timeout_s: float) -> bool:
+        """Sleep until the next frame is due; True if speech became ready first.
+
+        A reply's first frame goes out as soon as its audio and motion are ready instead
+        of up to a frame period later; the clock then counts its periods from there.
+        """
+        self._speech_ready.clear()
+        if not self._playing and self._core.audio_ready:
+            return True
+        try:
+            await asyncio.wait_for(self._speech_ready.wait(), timeout_s)
+        except TimeoutError:
+            return False
+        return True
+
+    def _observe_work(self, work_s: float) -> None:
+        """Feed one frame's work time to the ladder; apply and log a change of level."""
+        ladder = self.ladder
+        if ladder is None:
+            return
+        before, was = ladder.level, ladder.index
+        level = ladder.observe(work_s)
+        if level is None:
+            return
+        self._core.set_quality(level)
+        logger.info(
+            f"{self}: avatar quality {'down' if ladder.index > was else 'up'}: "
+            f"{before.describe()} -> {level.describe()} (frame work "
+            f"{ladder.decided_load_s * 1000:.1f} ms on average, budget "
+            f"{ladder.budget_s * 1000:.1f} ms)"
+        )

@@ -53,13 +53,26 @@ def _audio(u: Utterance) -> np.ndarray:
 
 
 def learned_tracks(
-    model: MotionDiT, utts: Sequence[Utterance], *, steps: int, seed: int
+    model: MotionDiT,
+    utts: Sequence[Utterance],
+    *,
+    steps: int,
+    seed: int,
+    silence_gate: bool = True,
 ) -> list[np.ndarray]:
     """One streamed motion track per utterance, audio fed in random piece sizes."""
     out = []
     for i, u in enumerate(utts):
         pieces = np.random.default_rng([seed, i, 7])  # piece sizes, independent of the seed's noise
-        track = generate(model, _audio(u), SAMPLE_RATE, steps=steps, seed=seed, rng=pieces)
+        track = generate(
+            model,
+            _audio(u),
+            SAMPLE_RATE,
+            steps=steps,
+            seed=seed,
+            rng=pieces,
+            silence_gate=silence_gate,
+        )
         out.append(track[: u.n_frames])
     return out
 
@@ -120,6 +133,8 @@ def evaluate(
     learned = learned_tracks(model, utts, steps=steps, seed=seed)
     log(f"learned model: again with seed {seed + 1}")
     learned2 = learned_tracks(model, utts, steps=steps, seed=seed + 1)
+    log(f"learned model without the silence gate (seed {seed})")
+    ungated = learned_tracks(model, utts, steps=steps, seed=seed, silence_gate=False)
     log("procedural baseline")
     proc = procedural_tracks(utts, seed=seed)
     proc2 = procedural_tracks(utts, seed=seed + 1)
@@ -133,6 +148,8 @@ def evaluate(
         "target_head_std_talk": metrics.head_std(targets, masks, talking=True),
         "target_head_std_silence": metrics.head_std(targets, masks, talking=False),
         "learned_seed_head_diff": metrics.head_difference(learned, learned2),
+        "ungated_jaw_corr": metrics.jaw_corr(ungated, targets),
+        "ungated_pause_jaw_max": metrics.pause_jaw_max(ungated, pauses),
         "procedural_seed_head_diff": metrics.head_difference(proc, proc2),
         "utterances": len(utts),
         "minutes": sum(u.n_frames for u in utts) / MOTION_FPS / 60.0,
@@ -153,6 +170,10 @@ def format_table(result: dict[str, Any]) -> str:
         rows.append(
             f"seed head diff (rad, mean |a-b|): learned {ex['learned_seed_head_diff']:.4f}, "
             f"procedural {ex['procedural_seed_head_diff']:.4f}"
+        )
+        rows.append(
+            f"learned without the silence gate: jaw_corr {ex['ungated_jaw_corr']:.3f}, "
+            f"pause_jaw_max {ex['ungated_pause_jaw_max']:.3f}"
         )
         rows.append(
             f"targets: {ex['target_blinks_per_min']:.1f} blinks/min, pause jaw max "

@@ -70,6 +70,15 @@ class LearnedMotion:
             model if model is not None else shared_model(checkpoint), steps=steps, seed=seed
         )
 
+    @property
+    def steps(self) -> int:
+        """Sampler steps per motion chunk."""
+        return self.generator.steps
+
+    def set_steps(self, steps: int) -> None:
+        """Sample the following chunks with ``steps`` steps (the degradation ladder)."""
+        self.generator.set_steps(steps)
+
     def push_audio(self, samples: np.ndarray, sample_rate: int) -> None:
         """Speech audio (int16 mono) as the core queues it."""
         self.generator.push(samples, sample_rate)

@@ -16,6 +16,13 @@ model conditions on is always the frames actually taken.
 
 Each chunk draws its noise from one ``torch.Generator`` seeded at construction, so a
 generator fed the same audio produces the same motion however the audio is split.
+
+Silence gate: on a frame whose own 40 ms of audio is silent (below -60 dBFS), the mouth
+channels are halved toward the rest pose. A frame's log-mel features reach 15 ms into
+the next frame, so the model cannot tell a frame that ends just before a word from one
+that holds its onset, and sometimes opens the jaw a frame early; the gate keeps the
+mouth from opening before there is any sound. ``visage motion eval`` reports the model
+with and without it.
 """
 
 from __future__ import annotations
@@ -30,9 +37,12 @@ from renderer.motion.features import HOP, SAMPLE_RATE, WIN, log_mel
 from renderer.motion.model import MotionDiT
 from renderer.motion.sampler import FlowSampler
 from renderer.motion.space import MOTION_DIM, MOTION_FPS, clip_motion
+from renderer.motion.visemes import VISEME_IDX
 
 SAMPLES_PER_FRAME = SAMPLE_RATE // MOTION_FPS  # 640 samples at 16 kHz
 MEL_TAIL = WIN - HOP  # the last mel window of a frame reaches 240 samples past it
+SILENCE_RMS = 10 ** (-60 / 20)  # a frame's own audio below -60 dBFS is silent
+SILENCE_MOUTH_GAIN = 0.5  # mouth channels on silent frames (see the module docstring)
 
 
 class _Track:
@@ -88,13 +98,22 @@ class MotionGenerator:
     """Streaming audio -> motion for one avatar timeline; see the module docstring."""
 
     def __init__(
-        self, model: MotionDiT, *, steps: int = 4, seed: int = 0, shift: float = 1.0
+        self,
+        model: MotionDiT,
+        *,
+        steps: int = 4,
+        seed: int = 0,
+        shift: float = 1.0,
+        silence_gate: bool = True,
     ) -> None:
         self.model = model.eval()
+        self.silence_gate = silence_gate
         self.cfg = cfg = model.cfg
         self.steps = steps
         self.seed = seed
         self.sampler = FlowSampler(model, steps=steps, shift=shift)
+        self._samplers = {steps: self.sampler}  # by step count (see set_steps)
+        self._shift = shift
         self._rng = torch.Generator().manual_seed(seed)
         silence = log_mel(np.zeros(SAMPLES_PER_FRAME + MEL_TAIL, dtype=np.float32))
         self._silence = silence[:4].reshape(-1)  # (audio_dim,) features of a silent frame
@@ -116,6 +135,21 @@ class MotionGenerator:
         self._end_frame = 0  # closed: the timeline is silence from this frame on
         self._last = np.zeros(MOTION_DIM, dtype=np.float32)  # last frame handed out
         self.chunks_computed = 0
+
+    def set_steps(self, steps: int) -> None:
+        """Sample the following chunks with ``steps`` sampler steps (1-8).
+
+        Each chunk's noise is drawn the same way whatever the steps, so the stream's seeding
+        is unchanged; the renderer's degradation ladder trades steps for time this way.
+        """
+        if not 1 <= steps <= 8:
+            raise ValueError(f"steps must be between 1 and 8, got {steps}")
+        sampler = self._samplers.get(steps)
+        if sampler is None:
+            sampler = self._samplers[steps] = FlowSampler(
+                self.model, steps=steps, shift=self._shift
+            )
+        self.sampler, self.steps = sampler, steps
 
     # ----------------------------------------------------------------- input side
 
@@ -286,8 +320,21 @@ class MotionGenerator:
             ctx = self.model.context(self._audio, self._history, self._valid)
             x = self.sampler.sample(ctx, self._noise)  # (1, C, M) model units
             motion = self.model.denormalize(x)[0].numpy()  # (C, M)
+        if self.silence_gate:
+            silent = np.nonzero(self._silent_frames(g, c))[0]
+            motion[np.ix_(silent, VISEME_IDX)] *= SILENCE_MOUTH_GAIN
         self._motion.append(clip_motion(motion))
         self.chunks_computed += 1
+
+    def _silent_frames(self, first: int, n: int) -> np.ndarray:
+        """(n,) bool: frames first.. whose own audio is silent (no audio counts as silent)."""
+        a, b = first * SAMPLES_PER_FRAME, (first + n) * SAMPLES_PER_FRAME
+        pcm = np.zeros(b - a, dtype=np.float32)
+        lo, hi = max(a, self._pcm.start), min(b, self._pcm.end)
+        if hi > lo:
+            pcm[lo - a : hi - a] = self._pcm.view(lo, hi)
+        rms = np.sqrt(np.mean(np.square(pcm.reshape(n, SAMPLES_PER_FRAME)), axis=1))
+        return rms < SILENCE_RMS
 
     def _forget_old(self) -> None:
         keep = self._taken - self.cfg.history
@@ -305,13 +352,14 @@ def generate(
     seed: int = 0,
     piece_s: float | None = None,
     rng: np.random.Generator | None = None,
+    silence_gate: bool = True,
 ) -> np.ndarray:
     """Motion (T, MOTION_DIM) for a whole recording, streamed exactly as in a live session.
 
     ``T`` is the audio's length in frames, rounded up. The audio goes in as pieces of
     ``piece_s`` seconds, or of random sizes (10-200 ms) drawn from ``rng``, or whole.
     """
-    gen = MotionGenerator(model, steps=steps, seed=seed)
+    gen = MotionGenerator(model, steps=steps, seed=seed, silence_gate=silence_gate)
     x = np.asarray(pcm).reshape(-1)
     frames = [gen.take()]
     pos = 0

@@ -46,7 +46,7 @@ class TrainConfig:
     """Training hyper-parameters; ``steps`` wins over ``epochs`` when both are given."""
 
     size: str = "small"
-    steps: int = 9000
+    steps: int = 12000
     epochs: float | None = None
     batch: int = 128
     lr: float = 6e-4
@@ -56,7 +56,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     ema: float = 0.999
     jaw_weight: float = 3.0  # the lip-sync channel matters most
-    quiet_mouth_weight: float = 5.0  # mouth channels on silent frames (pauses stay closed)
+    quiet_mouth_weight: float = 12.0  # mouth channels on silent frames (pauses stay closed)
     seed: int = 0
     device: str = "cpu"
     val_every: int = 500
