@@ -61,6 +61,14 @@ class VADSettings(BaseModel):
         0.3, ge=0.0, le=3.0, description="Silence that ends a speech segment (and its STT pass)."
     )
     confidence: float = Field(0.7, ge=0.0, le=1.0, description="Silero speech confidence.")
+    min_volume: float = Field(
+        0.3,
+        ge=0.0,
+        le=1.0,
+        description="Loudness gate on top of Silero (0 = -110 LUFS, 1 = -10 LUFS). pipecat's "
+        "0.6 integrates loudness over 400 ms, which delays speech starts by ~150 ms; a "
+        "start over the avatar only pauses it, so the eager gate is cheap.",
+    )
     smart_turn: bool = Field(
         True, description="Use the smart-turn model to decide the end of a turn."
     )

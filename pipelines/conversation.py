@@ -59,7 +59,10 @@ class Conversation:
 def _vad_and_turns(vad: VADSettings) -> LLMUserAggregatorParams:
     analyzer = SileroVADAnalyzer(
         params=VADParams(
-            confidence=vad.confidence, start_secs=vad.start_secs, stop_secs=vad.stop_secs
+            confidence=vad.confidence,
+            start_secs=vad.start_secs,
+            stop_secs=vad.stop_secs,
+            min_volume=vad.min_volume,
         )
     )
     stop: BaseUserTurnStopStrategy

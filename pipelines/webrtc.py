@@ -5,16 +5,21 @@ and keeps the outgoing audio track one write ahead (see ``_AvatarWebRTCClient``)
 
 pipecat's own output video track stamps frames on aiortc's fixed 30 fps clock and blocks
 until a frame arrives. Our avatar runs at its configured rate (25 fps by default), so its
-frames would carry timestamps that fall behind the audio's. This track paces itself on
-one start instant and a 90 kHz clock at the configured rate, the way aiortc's tracks do:
-a slow producer shows up as repeated or dropped frames, never as drift, and ``recv()``
-never blocks for longer than one frame period.
+frames would carry timestamps that fall behind the audio's. This track sends each frame
+as soon as the avatar hands it over (waiting for its own clock tick would add up to a
+frame period of video latency, on average half of one) and stamps it with the slot of a
+90 kHz clock at the configured rate that the wall clock has reached since the first
+frame, rounded around the producer's phase: a slow producer shows up as skipped slots
+or repeated frames, never as drift, and ``recv()`` never blocks for much longer than
+one frame period and a half.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fractions
+import math
 import time
 from collections import deque
 
@@ -66,6 +71,9 @@ class PacedVideoTrack(VideoStreamTrack):
         self._queue: deque[bytes] = deque()
         self._last = VideoFrame.from_ndarray(np.zeros((height, width, 3), np.uint8), "rgb24")
         self._clock_start: float | None = None
+        self._arrived = asyncio.Event()  # a frame was queued
+        self._last_sent = 0.0
+        self._phase = complex(1.0, 0.0)  # running mean of arrival phases, on the unit circle
         self._index = 0
         self.frames_sent = 0
         self.frames_repeated = 0
@@ -79,6 +87,7 @@ class PacedVideoTrack(VideoStreamTrack):
                 f"the track sends {self.width}x{self.height}"
             )
         self._queue.append(frame.image)
+        self._arrived.set()
         while len(self._queue) > MAX_QUEUED_FRAMES:
             self._queue.popleft()
             self.frames_dropped += 1
@@ -89,17 +98,23 @@ class PacedVideoTrack(VideoStreamTrack):
         return self._index / self.fps
 
     async def recv(self) -> VideoFrame:  # type: ignore[override]
-        """Return the next frame at its deadline; repeat the last one if nothing is new."""
-        now = time.monotonic()
+        """Return the next frame as soon as it is queued; repeat the last one if none comes
+        within a frame period and a half."""
+        period = 1.0 / self.fps
         if self._clock_start is None:
-            self._clock_start = now
-        deadline = self._clock_start + self._index / self.fps
-        if deadline > now:
-            await asyncio.sleep(deadline - now)
-        elif now - deadline > MAX_LAG_FRAMES / self.fps:
-            skipped = int((now - deadline) * self.fps)
-            self._index += skipped
-            self.frames_dropped += skipped
+            self._clock_start = time.monotonic()
+        if not self._queue:
+            self._arrived.clear()
+            timeout = self._last_sent + 1.5 * period - time.monotonic()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._arrived.wait(), max(timeout, 0.0))
+        now = time.monotonic()
+        slot = self._slot_at(now)
+        if slot > self._index + MAX_LAG_FRAMES:
+            self.frames_dropped += slot - self._index
+        self._index = max(self._index, slot)
+        if self._index > slot + 1:  # the producer ran ahead: wait for the slot's time
+            await asyncio.sleep((self._index - slot - 1) * period)
 
         if self._queue:
             rgb = np.frombuffer(self._queue.popleft(), np.uint8).reshape(self.height, self.width, 3)
@@ -111,7 +126,22 @@ class PacedVideoTrack(VideoStreamTrack):
         frame.time_base = VIDEO_TIME_BASE
         self._index += 1
         self.frames_sent += 1
+        self._last_sent = time.monotonic()
         return frame
+
+    def _slot_at(self, now: float) -> int:
+        """The clock slot for a frame sent at ``now``.
+
+        Slots are whole periods of the wall clock since the first frame, rounded around
+        the producer's phase (a running circular mean of where in the period frames
+        arrive), so steady arrivals never sit on a rounding edge.
+        """
+        assert self._clock_start is not None
+        periods = (now - self._clock_start) * self.fps
+        angle = 2 * math.pi * (periods % 1.0)
+        self._phase = 0.9 * self._phase + 0.1 * complex(math.cos(angle), math.sin(angle))
+        phase = math.atan2(self._phase.imag, self._phase.real) / (2 * math.pi)
+        return round(periods - phase)
 
 
 class _AvatarWebRTCClient(SmallWebRTCClient):
