@@ -69,10 +69,17 @@ class MouthMeter:
             max(xs.min() - pad_x, 0),
             min(xs.max() + pad_x, width),
         )
-        darkness = np.array([self._darkness(f) for f in frames])
-        # Darkness grows with the opening; keep the table monotonic for interpolation.
-        self._darkness_table = np.maximum.accumulate(darkness)
-        self._levels = levels
+        darkness = np.maximum.accumulate(np.array([self._darkness(f) for f in frames]))
+        # Darkness grows with the opening, but not at first (the lips hide a small one):
+        # a plateau maps to its lowest opening, so a closed mouth that moves a pixel (a
+        # smile, a nod) does not read as the top of the plateau.
+        rises = np.r_[True, np.diff(darkness) > 0]
+        self._darkness_table = darkness[rises]
+        self._levels = levels[rises]
+        # Openings up to the plateau's top show no more dark pixels than a closed mouth:
+        # to the viewer (and to this meter) the mouth is closed up to there.
+        self.closed_level = float(levels[~rises].max()) if (~rises).any() else MOUTH_CLOSED
+        self.closed_level = max(self.closed_level, MOUTH_CLOSED)
 
     def _darkness(self, rgb: np.ndarray) -> float:
         y0, y1, x0, x1 = self.box
@@ -119,6 +126,7 @@ class Timeline:
     mouth_t: np.ndarray  # (M,) arrival times of video frames
     mouth: np.ndarray  # (M,) estimated jawOpen per frame
     pts: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (M,) video pts, s
+    mouth_closed: float = MOUTH_CLOSED  # estimates at or below this count as a closed mouth
 
     @classmethod
     def from_received(cls, received: Received, start: float) -> Timeline:
@@ -175,10 +183,10 @@ class Timeline:
         """First time after ``t`` the mouth is closed and stays closed for ``hold_s``."""
         after = np.nonzero(self.mouth_t >= t)[0]
         for i in after:
-            if self.mouth[i] > MOUTH_CLOSED:
+            if self.mouth[i] > self.mouth_closed:
                 continue
             window = (self.mouth_t >= self.mouth_t[i]) & (self.mouth_t <= self.mouth_t[i] + hold_s)
-            if np.all(self.mouth[window] <= MOUTH_CLOSED):
+            if np.all(self.mouth[window] <= self.mouth_closed):
                 return float(self.mouth_t[i])
         return None
 
@@ -384,6 +392,7 @@ async def profile(
         finally:
             await client.close()
     timeline = Timeline.from_received(client.received, start)
+    timeline.mouth_closed = meter.closed_level
     _measure_turns(results, timeline)
     wall_offset = time.time() - time.monotonic()
     for result in results:

@@ -24,6 +24,7 @@ import asyncio
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 from loguru import logger
 from pipecat.frames.frames import (
     CancelFrame,
@@ -215,14 +216,14 @@ class AvatarStage(FrameProcessor):
                 epoch = self._epoch
                 began = time.perf_counter()
                 step = self._core.advance()
+                work_s = time.perf_counter() - began
                 self._playing = bool(step.audio)
                 if step.draw or image is None:
-                    drawn = await loop.run_in_executor(
-                        self._executor, self._core.render, step.motion
+                    drawn, draw_s = await loop.run_in_executor(
+                        self._executor, self._draw, step.motion
                     )
-                    image = drawn.tobytes()
+                    image, work_s = drawn, work_s + draw_s
                     self.frames_drawn += 1
-                work_s = time.perf_counter() - began
                 if step.audio and epoch == self._epoch:
                     await self.push_frame(TTSAudioRawFrame(step.audio, self._core.sample_rate, 1))
                 await self.push_frame(OutputImageRawFrame(image, (width, height), "RGB"))
@@ -244,6 +245,16 @@ class AvatarStage(FrameProcessor):
                 self.frames_late += int(-delay / period)
                 logger.warning(f"{self}: renderer fell {-delay * 1000:.0f} ms behind; resyncing")
                 start, index = loop.time(), 0
+
+    def _draw(self, motion: np.ndarray) -> tuple[bytes, float]:
+        """Render thread: the frame's pixels and how long drawing took.
+
+        Timed here rather than around the await, so a busy event loop is not mistaken
+        for a slow renderer by the degradation ladder.
+        """
+        began = time.perf_counter()
+        image = self._core.render(motion).tobytes()
+        return image, time.perf_counter() - began
 
     async def _wait_for_speech(self, timeout_s: float) -> bool:
         """Sleep until the next frame is due; True if speech became ready first.
