@@ -55,3 +55,36 @@ def test_profile_two_turns_writes_a_complete_report(tmp_path, capsys) -> None:
     assert isinstance(report["violations"], list)
     assert plot.stat().st_size > 1000
     assert "render_first_frame" in capsys.readouterr().out
+
+
+def _report(reply_after_s: float, av_offset_ms: float) -> dict:
+    import numpy as np
+
+    from agent.config import Settings
+    from agent.profile import Timeline, TurnResult, build_report
+
+    turn = TurnResult(question="q", speech_end=1.0, reply_onset=1.0 + reply_after_s)
+    turn.av_offset_ms = av_offset_ms
+    t = np.arange(50) / 25
+    timeline = Timeline(start=0.0, audio=np.zeros(200), mouth_t=t, mouth=np.zeros(50), pts=t)
+    return build_report([turn], [], timeline, Settings())
+
+
+@pytest.mark.parametrize(
+    ("reply_after_s", "av_offset_ms", "broken"),
+    [(0.5, 10.0, []), (1.5, 10.0, ["end_to_end"]), (0.5, -60.0, ["av_offset"])],
+)
+def test_fail_on_budget_exits_1_only_when_a_budget_is_broken(
+    monkeypatch, capsys, reply_after_s: float, av_offset_ms: float, broken: list[str]
+) -> None:
+    import agent.profile
+
+    report = _report(reply_after_s, av_offset_ms)
+    assert [v["stage"] for v in report["violations"]] == broken
+    monkeypatch.setattr(agent.profile, "run_profile", lambda **_: report)
+    assert main(["profile", "--turns", "1"]) == 0  # without the flag: a report, not a verdict
+    assert main(["profile", "--turns", "1", "--fail-on-budget"]) == (1 if broken else 0)
+    out = capsys.readouterr().out
+    assert (
+        ("over budget at p95: " + ", ".join(broken)) in out if broken else "over budget" not in out
+    )
