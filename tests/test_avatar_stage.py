@@ -18,7 +18,6 @@ from pipecat.frames.frames import (
     VADUserStoppedSpeakingFrame,
 )
 from pipecat.pipeline.pipeline import Pipeline
-from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.tests.utils import SleepFrame, run_test
 
 from pipelines.config import TTSSettings
@@ -28,24 +27,11 @@ from renderer.avatar import AvatarCore
 from renderer.config import AvatarSettings
 from renderer.motion.space import IDX
 from renderer.phonemes import PhonemeMark
+from tests.helpers.frames import Timestamps
 
 SIZE = 128
 SAMPLE_RATE = 24_000
 LONG_REPLY = " ".join(["This sentence only makes the reply last for a good while."] * 5)
-
-
-class Timestamps(FrameProcessor):
-    """Passes everything on and notes when each downstream frame went by."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.seen: list[tuple[float, Frame]] = []
-
-    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
-        await super().process_frame(frame, direction)
-        if direction is FrameDirection.DOWNSTREAM:
-            self.seen.append((time.monotonic(), frame))
-        await self.push_frame(frame, direction)
 
 
 def make_avatar() -> AvatarStage:

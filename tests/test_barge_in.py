@@ -13,7 +13,6 @@ import re
 import time
 
 from pipecat.frames.frames import (
-    Frame,
     InterruptionFrame,
     LLMFullResponseEndFrame,
     LLMFullResponseStartFrame,
@@ -27,7 +26,6 @@ from pipecat.frames.frames import (
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.processors.aggregators.llm_response_universal import LLMContextAggregatorPair
-from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.tests.utils import SleepFrame, run_test
 
 from pipelines.config import TTSSettings
@@ -35,6 +33,7 @@ from pipelines.stages.avatar import AvatarStage
 from pipelines.stages.tts import EspeakTTSService
 from renderer.avatar import AvatarCore
 from renderer.config import AvatarSettings
+from tests.helpers.frames import Timestamps
 
 SAMPLE_RATE = 24_000
 FRAME_S = 1 / 25
@@ -47,20 +46,6 @@ VAD_AT_S = 1.5
 INTERRUPT_AT_S = 2.0
 
 
-class Played(FrameProcessor):
-    """Stands in for the output transport: notes what leaves the avatar, and when."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.seen: list[tuple[float, Frame]] = []
-
-    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
-        await super().process_frame(frame, direction)
-        if direction is FrameDirection.DOWNSTREAM:
-            self.seen.append((time.monotonic(), frame))
-        await self.push_frame(frame, direction)
-
-
 def words(text: str) -> list[str]:
     return re.findall(r"[a-z']+", text.lower())
 
@@ -68,7 +53,7 @@ def words(text: str) -> list[str]:
 async def test_barge_in_halts_audio_at_vad_and_keeps_only_spoken_words() -> None:
     settings = AvatarSettings(width=128, height=128, device="cpu")
     avatar = AvatarStage(AvatarCore(settings, sample_rate=SAMPLE_RATE))
-    played = Played()
+    played = Timestamps()
     context = LLMContext()
     aggregators = LLMContextAggregatorPair(context)
     pipeline = Pipeline([EspeakTTSService(TTSSettings()), avatar, played, aggregators.assistant()])

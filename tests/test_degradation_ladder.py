@@ -9,13 +9,11 @@ import numpy as np
 import pytest
 from loguru import logger
 from pipecat.frames.frames import (
-    Frame,
     OutputImageRawFrame,
     TTSAudioRawFrame,
     TTSStoppedFrame,
 )
 from pipecat.pipeline.pipeline import Pipeline
-from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.tests.utils import SleepFrame, run_test
 
 from pipelines.stages.avatar import AvatarStage
@@ -25,6 +23,7 @@ from renderer.frames.face import FaceRenderer
 from renderer.ladder import DegradationLadder, QualityLevel, build_levels
 from renderer.motion.learned import LearnedMotion
 from renderer.motion.space import MOTION_DIM
+from tests.helpers.frames import Timestamps
 
 FPS = 25
 PERIOD = 1 / FPS
@@ -191,20 +190,6 @@ def test_core_rejects_a_level_of_another_ladder() -> None:
 SIZE = 128
 FULL_DRAW_S = 0.080  # two frame periods at full size; a quarter of that at half size
 AUDIO_S = 6.0
-
-
-class Timestamps(FrameProcessor):
-    """Passes everything on and notes when each downstream frame went by."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.seen: list[tuple[float, Frame]] = []
-
-    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
-        await super().process_frame(frame, direction)
-        if direction is FrameDirection.DOWNSTREAM:
-            self.seen.append((time.monotonic(), frame))
-        await self.push_frame(frame, direction)
 
 
 def tone_chunks(seconds: float, chunk_s: float = 0.2) -> list[TTSAudioRawFrame]:
