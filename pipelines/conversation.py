@@ -77,7 +77,9 @@ def _vad_and_turns(vad: VADSettings) -> LLMUserAggregatorParams:
         stop = SpeechTimeoutUserTurnStopStrategy(user_speech_timeout=vad.turn_max_silence_secs)
     start = [
         SustainedSpeechUserTurnStartStrategy(
-            min_speech_secs=vad.min_interruption_secs, vad_start_secs=vad.start_secs
+            min_speech_secs=vad.min_interruption_secs,
+            vad_start_secs=vad.start_secs,
+            vad_stop_secs=vad.stop_secs,
         ),
         # A turn VAD missed starts from its words; over the avatar, a short
         # acknowledgment ("uh-huh") is dropped instead of starting a turn.

@@ -168,11 +168,12 @@ class TurnLatencyObserver(BaseObserver):
             self._bot_speaking = True
         elif data.source is self._output and isinstance(frame, BotStoppedSpeakingFrame):
             self._bot_speaking = False
-        elif not data.first_push:
-            return
-        elif isinstance(frame, VADUserStartedSpeakingFrame) and self._bot_speaking:
-            self.barge_ins.append(BargeIn(decided=now))
+        elif isinstance(frame, VADUserStartedSpeakingFrame):
+            if data.first_push and self._bot_speaking:
+                self.barge_ins.append(BargeIn(decided=now))
         elif isinstance(frame, InterruptionFrame) and self.barge_ins:
+            # Any hop: the pipeline task injects interruptions, so their first push (from
+            # the task's own source) may not be observed.
             last = self.barge_ins[-1]
             if last.interrupted is None and now - last.decided < 5.0:
                 last.interrupted = now

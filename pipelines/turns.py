@@ -5,6 +5,12 @@ it talks, a cough, a click or an "uh-huh" must not throw its reply away: the ava
 pauses on VAD's speech start (audio halts, the mouth relaxes), and the turn only starts
 — interrupting the reply for good — once the user has kept talking for
 ``min_speech_secs``. Shorter sounds end with VAD's stop, and the avatar resumes.
+
+VAD reports a stop only after ``stop_secs`` of silence, so the check waits that much
+longer: the turn starts if VAD has not reported a stop ``min_speech_secs - start_secs +
+stop_secs`` after its start, which is exactly when the speech lasted ``min_speech_secs``.
+(Waiting only ``min_speech_secs - start_secs`` would let any sound long enough to start
+VAD also interrupt.) The avatar's audio is already halted meanwhile.
 """
 
 from __future__ import annotations
@@ -27,10 +33,19 @@ from pipecat.turns.user_start.base_user_turn_start_strategy import BaseUserTurnS
 class SustainedSpeechUserTurnStartStrategy(BaseUserTurnStartStrategy):
     """VAD starts the turn; over the avatar's speech only sustained speech does."""
 
-    def __init__(self, *, min_speech_secs: float, vad_start_secs: float, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        min_speech_secs: float,
+        vad_start_secs: float,
+        vad_stop_secs: float,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
-        # VAD reports speech after vad_start_secs of it; wait for the rest.
-        self._extra_secs = max(0.0, min_speech_secs - vad_start_secs)
+        # VAD reports speech after vad_start_secs of it, and its end vad_stop_secs late.
+        self._extra_secs = (
+            max(0.0, min_speech_secs - vad_start_secs) + vad_stop_secs if min_speech_secs else 0.0
+        )
         self._bot_speaking = False
         self._pending: asyncio.Task | None = None
 

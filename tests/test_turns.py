@@ -23,7 +23,9 @@ from pipelines.turns import SustainedSpeechUserTurnStartStrategy
 
 
 def aggregator() -> LLMUserAggregator:
-    start = SustainedSpeechUserTurnStartStrategy(min_speech_secs=0.5, vad_start_secs=0.2)
+    start = SustainedSpeechUserTurnStartStrategy(
+        min_speech_secs=0.5, vad_start_secs=0.2, vad_stop_secs=0.3
+    )
     strategies = UserTurnStrategies(start=[start], stop=[SpeechTimeoutUserTurnStopStrategy()])
     return LLMUserAggregator(
         LLMContext(), params=LLMUserAggregatorParams(user_turn_strategies=strategies)
@@ -43,16 +45,17 @@ async def test_speech_while_avatar_is_silent_starts_the_turn_at_once() -> None:
 
 
 async def test_short_sound_over_the_avatar_does_not_interrupt() -> None:
-    """The avatar talks from 0 s; a 0.1 s cough at 0.1 s; nothing else."""
+    """The avatar talks from 0 s; a 0.3 s "hmm" starts at 0 s. VAD reports it at 0.2 s and
+    its end 0.3 s after it ended, at 0.6 s: later than min_speech_secs after VAD's start."""
     down, _ = await run_test(
         aggregator(),
         frames_to_send=[
             BotStartedSpeakingFrame(),
-            SleepFrame(0.1),
-            VADUserStartedSpeakingFrame(),
-            SleepFrame(0.1),
-            VADUserStoppedSpeakingFrame(stop_secs=0.2),
-            SleepFrame(0.6),
+            SleepFrame(0.2),
+            VADUserStartedSpeakingFrame(start_secs=0.2),
+            SleepFrame(0.4),
+            VADUserStoppedSpeakingFrame(stop_secs=0.3),
+            SleepFrame(0.8),
         ],
     )
     assert count(down, InterruptionFrame) == 0
@@ -60,14 +63,25 @@ async def test_short_sound_over_the_avatar_does_not_interrupt() -> None:
 
 
 async def test_sustained_speech_over_the_avatar_interrupts_after_min_speech() -> None:
-    """The avatar talks; the user starts at 0.1 s and keeps talking: interrupted at ~0.4 s."""
+    """The avatar talks; the user starts at 0 s and keeps talking. VAD reports it at 0.2 s;
+    with no stop by 0.8 s (0.5 s of speech plus VAD's 0.3 s stop delay), it interrupts."""
     down, _ = await run_test(
         aggregator(),
         frames_to_send=[
             BotStartedSpeakingFrame(),
-            SleepFrame(0.1),
-            VADUserStartedSpeakingFrame(),
-            SleepFrame(0.6),
+            SleepFrame(0.2),
+            VADUserStartedSpeakingFrame(start_secs=0.2),
+            SleepFrame(0.5),
+        ],
+    )
+    assert count(down, InterruptionFrame) == 0, "not yet: a stop may still come"
+    down, _ = await run_test(
+        aggregator(),
+        frames_to_send=[
+            BotStartedSpeakingFrame(),
+            SleepFrame(0.2),
+            VADUserStartedSpeakingFrame(start_secs=0.2),
+            SleepFrame(0.9),
         ],
     )
     assert count(down, InterruptionFrame) == 1
