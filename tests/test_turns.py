@@ -62,27 +62,24 @@ async def test_short_sound_over_the_avatar_does_not_interrupt() -> None:
     assert count(down, UserStartedSpeakingFrame) == 0
 
 
+async def user_speaks_over_the_avatar(for_s: float) -> list[Frame]:
+    """The avatar talks; VAD reports the user 0.2 s into their speech; wait ``for_s``."""
+    down, _ = await run_test(
+        aggregator(),
+        frames_to_send=[
+            BotStartedSpeakingFrame(),
+            SleepFrame(0.2),
+            VADUserStartedSpeakingFrame(start_secs=0.2),
+            SleepFrame(for_s),
+        ],
+    )
+    return down
+
+
 async def test_sustained_speech_over_the_avatar_interrupts_after_min_speech() -> None:
-    """The avatar talks; the user starts at 0 s and keeps talking. VAD reports it at 0.2 s;
-    with no stop by 0.8 s (0.5 s of speech plus VAD's 0.3 s stop delay), it interrupts."""
-    down, _ = await run_test(
-        aggregator(),
-        frames_to_send=[
-            BotStartedSpeakingFrame(),
-            SleepFrame(0.2),
-            VADUserStartedSpeakingFrame(start_secs=0.2),
-            SleepFrame(0.5),
-        ],
-    )
-    assert count(down, InterruptionFrame) == 0, "not yet: a stop may still come"
-    down, _ = await run_test(
-        aggregator(),
-        frames_to_send=[
-            BotStartedSpeakingFrame(),
-            SleepFrame(0.2),
-            VADUserStartedSpeakingFrame(start_secs=0.2),
-            SleepFrame(0.9),
-        ],
-    )
+    """With no VAD stop by 0.8 s after VAD's start (0.5 s of speech plus VAD's 0.3 s stop
+    delay), the user's turn starts and interrupts the avatar; not before."""
+    assert count(await user_speaks_over_the_avatar(0.5), InterruptionFrame) == 0
+    down = await user_speaks_over_the_avatar(0.9)
     assert count(down, InterruptionFrame) == 1
     assert count(down, UserStartedSpeakingFrame) == 1
