@@ -63,7 +63,7 @@ def shorten_audio_jitter_buffer(pc: RTCPeerConnection, prefetch: int) -> int:
 
 
 class PacedVideoTrack(VideoStreamTrack):
-    """Sends the newest avatar frames at a fixed rate with wall-clock timestamps."""
+    """Sends avatar frames as they arrive, stamped on a drift-free slot grid at the fps."""
 
     def __init__(self, width: int, height: int, fps: int) -> None:
         super().__init__()
@@ -91,11 +91,6 @@ class PacedVideoTrack(VideoStreamTrack):
         while len(self._queue) > MAX_QUEUED_FRAMES:
             self._queue.popleft()
             self.frames_dropped += 1
-
-    @property
-    def clock_seconds(self) -> float:
-        """Seconds of video the track's clock has stamped so far."""
-        return self._index / self.fps
 
     async def recv(self) -> VideoFrame:  # type: ignore[override]
         """Return the next frame as soon as it is queued; repeat the last one if none comes

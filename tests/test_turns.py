@@ -44,36 +44,28 @@ async def test_speech_while_avatar_is_silent_starts_the_turn_at_once() -> None:
     assert count(down, InterruptionFrame) == 1
 
 
+async def user_speaks_over_the_avatar(
+    for_s: float, stop_after_s: float | None = None
+) -> list[Frame]:
+    """The avatar talks; VAD reports the user 0.2 s into their speech; wait ``for_s``, or
+    report the end of speech (stop_secs 0.3) after ``stop_after_s`` and then wait."""
+    frames: list[Frame] = [
+        BotStartedSpeakingFrame(),
+        SleepFrame(0.2),
+        VADUserStartedSpeakingFrame(start_secs=0.2),
+    ]
+    if stop_after_s is not None:
+        frames += [SleepFrame(stop_after_s), VADUserStoppedSpeakingFrame(stop_secs=0.3)]
+    down, _ = await run_test(aggregator(), frames_to_send=[*frames, SleepFrame(for_s)])
+    return down
+
+
 async def test_short_sound_over_the_avatar_does_not_interrupt() -> None:
     """The avatar talks from 0 s; a 0.3 s "hmm" starts at 0 s. VAD reports it at 0.2 s and
     its end 0.3 s after it ended, at 0.6 s: later than min_speech_secs after VAD's start."""
-    down, _ = await run_test(
-        aggregator(),
-        frames_to_send=[
-            BotStartedSpeakingFrame(),
-            SleepFrame(0.2),
-            VADUserStartedSpeakingFrame(start_secs=0.2),
-            SleepFrame(0.4),
-            VADUserStoppedSpeakingFrame(stop_secs=0.3),
-            SleepFrame(0.8),
-        ],
-    )
+    down = await user_speaks_over_the_avatar(0.8, stop_after_s=0.4)
     assert count(down, InterruptionFrame) == 0
     assert count(down, UserStartedSpeakingFrame) == 0
-
-
-async def user_speaks_over_the_avatar(for_s: float) -> list[Frame]:
-    """The avatar talks; VAD reports the user 0.2 s into their speech; wait ``for_s``."""
-    down, _ = await run_test(
-        aggregator(),
-        frames_to_send=[
-            BotStartedSpeakingFrame(),
-            SleepFrame(0.2),
-            VADUserStartedSpeakingFrame(start_secs=0.2),
-            SleepFrame(for_s),
-        ],
-    )
-    return down
 
 
 async def test_sustained_speech_over_the_avatar_interrupts_after_min_speech() -> None:
