@@ -335,8 +335,13 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
     if args.turns < 1:
         return _fail("--turns must be at least 1")
+    if args.barge_in_every == 1 or args.barge_in_every < 0:
+        return _fail("--barge-in-every must be 0 (never) or at least 2")
     report = run_profile(
-        turns=args.turns, url=args.url, settings=_settings(args), barge_in=not args.no_barge_in
+        turns=args.turns,
+        url=args.url,
+        settings=_settings(args),
+        barge_in_every=args.barge_in_every,
     )
     print(format_table(report))
     _write_json(args.json, report)
@@ -394,7 +399,12 @@ def build_parser() -> argparse.ArgumentParser:
     prof.add_argument("--json", type=Path, help="also write the report here")
     prof.add_argument("--plot", type=Path, help="write a waterfall of the turns (PNG)")
     prof.add_argument(
-        "--no-barge-in", action="store_true", help="do not talk over one of the replies"
+        "--barge-in-every",
+        type=int,
+        default=5,
+        metavar="N",
+        help="talk over the replies of turns 2, 2+N, ... to interrupt them, and say 'hmm' "
+        "over those of turns 1, 1+N, ... (must only pause them); 0: never (default 5)",
     )
     prof.add_argument(
         "--fail-on-budget", action="store_true", help="exit 1 when a stage's p95 is over budget"

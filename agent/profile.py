@@ -1,7 +1,8 @@
 """`visage profile`: play the user over real WebRTC and time every turn from what arrives.
 
 The profiler is an aiortc client (``agent.client.AvatarClient``). It speaks synthesised
-questions with pauses, barges in on one reply, and records the received audio and video
+questions with pauses, barges in on some replies, says a short "hmm" over others (a
+backchannel, which must only pause the avatar), and records the received audio and video
 with their arrival times. Figures about what the user experiences (end-to-end time, the
 audio/video offset, how fast a barge-in silences the avatar and closes its mouth) are
 measured from that received media: the audio's loudness and the mouth seen in the
@@ -11,6 +12,7 @@ frames. The per-stage times inside the server come from its own turn reports.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import time
 from collections.abc import AsyncIterator
@@ -34,6 +36,8 @@ QUESTIONS = (
     "What is Visage?",
 )
 BARGE_IN = "Wait, stop please."
+BACKCHANNEL = "hmm"  # VAD hears it; too short to interrupt, so the reply must resume
+BARGE_IN_EVERY = 5  # turns 2, 7, 12, ... barge in; turns 1, 6, 11, ... say the backchannel
 LOUD = 0.02  # RMS (full scale 1.0) above which received audio counts as speech
 ENVELOPE_HZ = 100
 REPLY_SILENCE_S = 0.8  # a reply has ended after this much quiet
@@ -97,11 +101,15 @@ class TurnResult:
 
     question: str
     speech_end: float
+    kind: str = "ask"  # "ask", "barge_in" or "backchannel"
     reply_onset: float | None = None
     reply_end: float | None = None
     av_offset_ms: float | None = None
-    barge_in: bool = False
-    barge_onset: float | None = None
+    barge_onset: float | None = None  # onset of the barge-in or the backchannel
+    backchannel_end: float | None = None
+    pause_ms: float | None = None  # backchannel: the reply's audio quiet, until it resumed
+    av_offset_after_resume_ms: float | None = None  # backchannel: lip sync once resumed
+    server_interrupted: bool | None = None  # the server's record of the barge-in decision
     audio_stop_ms: float | None = None
     mouth_close_ms: float | None = None
     decision_ms: float | None = None  # barge-in onset -> the server halted the reply
@@ -110,11 +118,20 @@ class TurnResult:
     wall_barge_onset: float | None = None
 
     @property
+    def barge_in(self) -> bool:
+        """The profiler talked over this turn's reply to interrupt it."""
+        return self.kind == "barge_in"
+
+    @property
     def end_to_end_ms(self) -> float | None:
         """User's speech end -> first loud reply audio at the client."""
         if self.reply_onset is None:
             return None
         return (self.reply_onset - self.speech_end) * 1000
+
+
+def _arrival(item: tuple[Any, ...]) -> float:
+    return float(item[0])
 
 
 @dataclass
@@ -130,18 +147,23 @@ class Timeline:
 
     @classmethod
     def from_received(cls, received: Received, start: float) -> Timeline:
-        """Bin audio into 10 ms loudness by arrival time; keep per-frame mouth values."""
-        end = max([t for t, _, _ in received.audio] + [start + 0.01])
+        """Bin audio into 10 ms loudness by arrival time; keep per-frame mouth values.
+
+        Media is appended in arrival order, so only what arrived after ``start`` is read:
+        the profiler polls recent audio while the server shares its event loop.
+        """
+        audio_items = received.audio[bisect.bisect_left(received.audio, start, key=_arrival) :]
+        end = max(audio_items[-1][0] if audio_items else start, start + 0.01)
         bins = int((end - start) * ENVELOPE_HZ) + 1
         energy, count = np.zeros(bins), np.zeros(bins)
-        for t, pcm, _rate in received.audio:
+        for t, pcm, _rate in audio_items:
             i = int((t - start) * ENVELOPE_HZ)
-            if 0 <= i < bins:
-                samples = pcm.astype(np.float32) / 32768.0
-                energy[i] += float(np.mean(samples**2))
-                count[i] += 1
+            samples = pcm.astype(np.float32) / 32768.0
+            energy[i] += float(np.mean(samples**2))
+            count[i] += 1
         audio = np.sqrt(energy / np.maximum(count, 1))
-        video = [(t, pts, v) for t, pts, _, v in received.video if v is not None and t >= start]
+        video_items = received.video[bisect.bisect_left(received.video, start, key=_arrival) :]
+        video = [(t, pts, v) for t, pts, _, v in video_items if v is not None]
         return cls(
             start=start,
             audio=audio,
@@ -156,7 +178,8 @@ class Timeline:
 
     def index_of(self, t: float) -> int:
         """The 10 ms audio bin holding time ``t``."""
-        return max(0, int((t - self.start) * ENVELOPE_HZ))
+        # The epsilon keeps index_of(time_of(i)) == i despite float rounding.
+        return max(0, int((t - self.start) * ENVELOPE_HZ + 1e-6))
 
     def onset_after(self, t: float, until: float) -> float | None:
         """First loud audio after ``t`` (and before ``until``)."""
@@ -266,33 +289,61 @@ async def _wait_reply(client: AvatarClient, after: float, settings_timeout: floa
             return
 
 
-async def _play_turn(
-    client: AvatarClient, question: str, start: float, barge_in: bool
-) -> TurnResult:
+def plan_turns(turns: int, barge_in_every: int = BARGE_IN_EVERY) -> list[str]:
+    """Each turn's kind: a plain question, a barge-in, or a backchannel over the reply.
+
+    With ``barge_in_every`` N, turns 2, 2+N, ... barge in and turns 1, 1+N, ... say a
+    backchannel; 0 makes every turn a plain question.
+    """
+    if barge_in_every == 0:
+        return ["ask"] * turns
+    if barge_in_every < 2:
+        raise ValueError("barge_in_every must be 0 or at least 2")
+    kinds = {1: "backchannel", 2 % barge_in_every: "barge_in"}
+    return [kinds.get(n % barge_in_every, "ask") for n in range(1, turns + 1)]
+
+
+async def _reply_onset(client: AvatarClient, after: float) -> float | None:
+    """Wait for the reply to a question to become audible; None if it never does."""
+    deadline = time.monotonic() + TURN_TIMEOUT_S
+    while time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+        onset = Timeline.from_received(client.received, after - 0.05).onset_after(
+            after, time.monotonic()
+        )
+        if onset is not None:
+            return onset
+    return None
+
+
+async def _talk_over(client: AvatarClient, text: str) -> tuple[float, float]:
+    """Say ``text`` now; (its first loud sample, its end) as send times."""
+    pcm, length = speech_pcm(text)
+    loud = np.nonzero(np.abs(pcm) > 500)[0]
+    at = client.mic.say(pcm, 16000)
+    return at + (loud[0] / 16000 if loud.size else 0.0), at + length
+
+
+async def _play_turn(client: AvatarClient, question: str, kind: str) -> TurnResult:
     pcm, speech_len = speech_pcm(question)
     begin = client.mic.say(pcm, 16000)
-    result = TurnResult(question=question, speech_end=begin + speech_len, barge_in=barge_in)
-    if not barge_in:
+    result = TurnResult(question=question, speech_end=begin + speech_len, kind=kind)
+    if kind == "ask":
         await _wait_reply(client, result.speech_end, TURN_TIMEOUT_S)
         return result
     # Let the reply play for a second, then talk over it.
-    deadline = time.monotonic() + TURN_TIMEOUT_S
-    onset = None
-    while onset is None and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
-        onset = Timeline.from_received(client.received, start).onset_after(
-            result.speech_end, time.monotonic()
-        )
+    onset = await _reply_onset(client, result.speech_end)
     if onset is None:
         return result
     await asyncio.sleep(max(0.0, onset + 1.0 - time.monotonic()))
-    barge, barge_len = speech_pcm(BARGE_IN)
-    loud = np.nonzero(np.abs(barge) > 500)[0]
-    barge_start = client.mic.say(barge, 16000)
-    result.barge_onset = barge_start + (loud[0] / 16000 if loud.size else 0.0)
-    # The barge-in is itself a turn; the avatar answers it after it ends.
-    result.speech_end = barge_start + barge_len
-    await _wait_reply(client, result.speech_end, TURN_TIMEOUT_S)
+    if kind == "barge_in":
+        result.barge_onset, barge_end = await _talk_over(client, BARGE_IN)
+        # The barge-in is itself a turn; the avatar answers it after it ends.
+        result.speech_end = barge_end
+        await _wait_reply(client, result.speech_end, TURN_TIMEOUT_S)
+    else:
+        result.barge_onset, result.backchannel_end = await _talk_over(client, BACKCHANNEL)
+        await _wait_reply(client, result.backchannel_end, TURN_TIMEOUT_S)  # the rest of it
     return result
 
 
@@ -316,9 +367,31 @@ def _measure_turns(turns: list[TurnResult], timeline: Timeline) -> None:
             if closed is not None:
                 turn.mouth_close_ms = max(0.0, (closed - turn.barge_onset) * 1000)
         turn.reply_onset = timeline.onset_after(turn.speech_end, until)
-        if turn.reply_onset is not None:
-            turn.reply_end = timeline.quiet_from(turn.reply_onset, REPLY_SILENCE_S) or until
-            turn.av_offset_ms = timeline.av_offset_ms(turn.reply_onset, turn.reply_end)
+        if turn.reply_onset is None:
+            continue
+        turn.reply_end = timeline.quiet_from(turn.reply_onset, REPLY_SILENCE_S) or until
+        turn.av_offset_ms = timeline.av_offset_ms(turn.reply_onset, turn.reply_end)
+        if turn.kind == "backchannel" and turn.barge_onset is not None:
+            _measure_backchannel(turn, timeline, until)
+
+
+def _measure_backchannel(turn: TurnResult, timeline: Timeline, until: float) -> None:
+    """The reply halts after the sound's onset and carries on once the sound has ended.
+
+    Lip sync is measured on each side of the pause (the pause itself is quiet audio over
+    a relaxing mouth, which says nothing about sync).
+    """
+    assert turn.barge_onset is not None and turn.reply_onset is not None
+    halt = timeline.quiet_from(turn.barge_onset, 0.2)
+    if halt is None or halt > turn.barge_onset + 1.0:
+        return
+    turn.av_offset_ms = timeline.av_offset_ms(turn.reply_onset, halt)
+    resumed = timeline.onset_after(halt, min(until, halt + 3.0))
+    if resumed is None:
+        return
+    turn.pause_ms = (resumed - halt) * 1000
+    end = timeline.quiet_from(resumed, REPLY_SILENCE_S) or until
+    turn.av_offset_after_resume_ms = timeline.av_offset_ms(resumed, end)
 
 
 def _video_figures(timeline: Timeline, fps: int) -> dict[str, float]:
@@ -366,11 +439,14 @@ def _match_decisions(results: list[TurnResult], barge_ins: list[dict[str, Any]])
             if result.wall_barge_onset - 0.1 <= b["decided"] <= result.wall_barge_onset + 3.0
         ]
         if after:
-            result.decision_ms = max(0.0, (min(after) - result.wall_barge_onset) * 1000)
+            decided = min(after)
+            result.decision_ms = max(0.0, (decided - result.wall_barge_onset) * 1000)
+            record = next(b for b in barge_ins if b["decided"] == decided)
+            result.server_interrupted = record.get("interrupted") is not None
 
 
 async def profile(
-    *, turns: int, url: str | None, settings: Settings, barge_in: bool = True
+    *, turns: int, url: str | None, settings: Settings, barge_in_every: int = BARGE_IN_EVERY
 ) -> dict[str, Any]:
     """Run the profiling call; return the report (see ``visage profile --help``)."""
     width, height = settings.avatar.width, settings.avatar.height
@@ -381,12 +457,11 @@ async def profile(
             await client.connect()
             start = time.monotonic()
             await _wait_reply(client, start, TURN_TIMEOUT_S)  # the greeting
-            barge_turn = min(2, turns) if barge_in and turns >= 2 else -1
             results = []
-            for i in range(turns):
+            for i, kind in enumerate(plan_turns(turns, barge_in_every)):
                 await asyncio.sleep(0.6)
                 question = QUESTIONS[i % len(QUESTIONS)]
-                results.append(await _play_turn(client, question, start, i + 1 == barge_turn))
+                results.append(await _play_turn(client, question, kind))
             await asyncio.sleep(0.5)
             session = await _server_session(base, sessions, client.pc_id)
         finally:
@@ -429,9 +504,16 @@ def build_report(
         "turns": len(results),
         "stages": {name: _summary(values) for name, values in stages.items()},
         "end_to_end": _summary(end_to_end),
-        "av_offset_ms": _summary([r.av_offset_ms for r in results if r.av_offset_ms is not None]),
+        "av_offset_ms": _summary(
+            [
+                ms
+                for r in results
+                for ms in (r.av_offset_ms, r.av_offset_after_resume_ms)
+                if ms is not None
+            ]
+        ),
         "interrupt_decision_ms": _summary(
-            [r.decision_ms for r in results if r.decision_ms is not None]
+            [r.decision_ms for r in results if r.barge_in and r.decision_ms is not None]
         ),
         "interrupt_audio_stop_ms": _summary(
             [r.audio_stop_ms for r in results if r.audio_stop_ms is not None]
@@ -445,15 +527,22 @@ def build_report(
         "av_offset_trend_ms_per_min": _trend_per_min(
             [(r.speech_end - timeline.start, r.av_offset_ms) for r in results]
         ),
+        "backchannel": _backchannel_figures(results),
         **_video_figures(timeline, settings.avatar.fps),
         "budgets": settings.budgets.model_dump(),
         "per_turn": [
             {
                 "question": r.question,
                 "at_s": round(r.speech_end - timeline.start, 2),
+                "kind": r.kind,
                 "barge_in": r.barge_in,
                 "end_to_end_ms": r.end_to_end_ms,
                 "av_offset_ms": r.av_offset_ms,
+                "interrupt_decision_ms": r.decision_ms,
+                "interrupt_audio_stop_ms": r.audio_stop_ms,
+                "interrupt_mouth_close_ms": r.mouth_close_ms,
+                "backchannel_pause_ms": r.pause_ms,
+                "av_offset_after_resume_ms": r.av_offset_after_resume_ms,
                 "server_stages_ms": m["stages_ms"] if m else {},
             }
             for r, m in zip(results, matched, strict=True)
@@ -473,8 +562,23 @@ def build_report(
         p95 = summary["p95_ms"]
         if p95 is not None and abs(p95) > budget:  # abs: the A/V offset has a sign
             violations.append({"stage": name, "p95_ms": p95, "budget_ms": budget})
+    backchannel = report["backchannel"]
+    lost = backchannel["turns"] - backchannel["resumed"] + backchannel["interrupted"]
+    if lost:
+        violations.append({"stage": "false_interruption", "count": lost, "budget": 0})
     report["violations"] = violations
     return report
+
+
+def _backchannel_figures(results: list[TurnResult]) -> dict[str, Any]:
+    """How the replies a backchannel was said over fared: each must pause, then resume."""
+    said = [r for r in results if r.kind == "backchannel" and r.barge_onset is not None]
+    return {
+        "turns": len(said),
+        "resumed": sum(r.pause_ms is not None for r in said),
+        "interrupted": sum(bool(r.server_interrupted) for r in said),
+        "pause_ms": _summary([r.pause_ms for r in said if r.pause_ms is not None]),
+    }
 
 
 def format_table(report: dict[str, Any]) -> str:
@@ -502,6 +606,14 @@ def format_table(report: dict[str, Any]) -> str:
         f"{report['av_offset_trend_ms_per_min']} ms/min, interrupted audio after stop "
         f"{report['interrupted_audio_after_stop_ms']} ms"
     )
+    bc = report["backchannel"]
+    if bc["turns"]:
+        pause = bc["pause_ms"]["p50_ms"]
+        lines.append(
+            f"backchannel over a reply: {bc['resumed']}/{bc['turns']} resumed "
+            f"(paused {'-' if pause is None else f'{pause:.0f}'} ms at p50), "
+            f"{bc['interrupted']} interrupted"
+        )
     if report["violations"]:
         broken = ", ".join(v["stage"] for v in report["violations"])
         lines.append(f"over budget at p95: {broken}")
@@ -539,7 +651,9 @@ def plot_waterfall(report: dict[str, Any], path: Path) -> None:
 
 
 def run_profile(
-    *, turns: int, url: str | None, settings: Settings, barge_in: bool = True
+    *, turns: int, url: str | None, settings: Settings, barge_in_every: int = BARGE_IN_EVERY
 ) -> dict[str, Any]:
     """Blocking wrapper for the CLI."""
-    return asyncio.run(profile(turns=turns, url=url, settings=settings, barge_in=barge_in))
+    return asyncio.run(
+        profile(turns=turns, url=url, settings=settings, barge_in_every=barge_in_every)
+    )

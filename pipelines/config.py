@@ -56,7 +56,15 @@ class TTSSettings(BaseModel):
 class VADSettings(BaseModel):
     """Voice activity and end-of-turn detection (Silero + smart-turn, bundled in pipecat)."""
 
-    start_secs: float = Field(0.2, ge=0.0, le=2.0, description="Speech needed to start a turn.")
+    start_secs: float = Field(
+        0.1,
+        ge=0.0,
+        le=2.0,
+        description="Speech VAD needs before it reports a start (Silero counts it in 32 ms "
+        "windows). Over the avatar a start only pauses it (min_interruption_secs decides an "
+        "interruption), so an eager start costs little and halts the reply sooner; pipecat's "
+        "0.2 adds ~90 ms to every barge-in. Raise it if room noise or echo pauses the avatar.",
+    )
     stop_secs: float = Field(
         0.3, ge=0.0, le=3.0, description="Silence that ends a speech segment (and its STT pass)."
     )

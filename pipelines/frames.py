@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pipecat.frames.frames import TTSAudioRawFrame
+from pipecat.frames.frames import SystemFrame, TTSAudioRawFrame
 
 from renderer.phonemes import PhonemeMark
 
@@ -18,3 +18,26 @@ class PhonemeAudioRawFrame(TTSAudioRawFrame):
     """
 
     phonemes: list[PhonemeMark] = field(default_factory=list)
+
+
+@dataclass
+class ReplyAudioHoldFrame(SystemFrame):
+    """The avatar paused its reply (the user may be talking over it).
+
+    The output transport takes back the reply audio it has queued but not sent, in whole
+    avatar frames of ``frame_samples``, and answers upstream with a
+    :class:`ReplyAudioReturnedFrame`, so the listener stops hearing the reply at once and
+    nothing of it is lost if it resumes. ``epoch`` ties the answer to this pause.
+    """
+
+    frame_samples: int = 0
+    sample_rate: int = 0
+    epoch: int = 0
+
+
+@dataclass
+class ReplyAudioReturnedFrame(SystemFrame):
+    """Upstream answer to :class:`ReplyAudioHoldFrame`: how many frames were taken back."""
+
+    frames: int = 0
+    epoch: int = 0

@@ -1,7 +1,10 @@
 """pipecat's SmallWebRTC transport with a video track that keeps a drift-free clock.
 
 It also shortens aiortc's audio receive delay (see :func:`shorten_audio_jitter_buffer`),
-and keeps the outgoing audio track one write ahead (see ``_AvatarWebRTCClient``).
+keeps the outgoing audio track one write ahead (see ``_AvatarWebRTCClient``), does not
+pad a reply with silence when a write is a few milliseconds late (see
+:class:`ReplyAudioTrack`), and hands the avatar back the reply audio it has not sent yet
+when the avatar pauses for the user (see :func:`take_back_unsent_audio`).
 
 pipecat's own output video track stamps frames on aiortc's fixed 30 fps clock and blocks
 until a frame arrives. Our avatar runs at its configured rate (25 fps by default), so its
@@ -27,10 +30,18 @@ import numpy as np
 from aiortc import RTCPeerConnection, VideoStreamTrack
 from aiortc.jitterbuffer import JitterBuffer
 from av import VideoFrame
-from pipecat.frames.frames import OutputAudioRawFrame, OutputImageRawFrame
+from pipecat.frames.frames import Frame, OutputAudioRawFrame, OutputImageRawFrame
+from pipecat.processors.frame_processor import FrameDirection
 from pipecat.transports.base_transport import TransportParams
 from pipecat.transports.smallwebrtc.connection import SmallWebRTCConnection
-from pipecat.transports.smallwebrtc.transport import SmallWebRTCClient, SmallWebRTCTransport
+from pipecat.transports.smallwebrtc.transport import (
+    RawAudioTrack,
+    SmallWebRTCClient,
+    SmallWebRTCOutputTransport,
+    SmallWebRTCTransport,
+)
+
+from pipelines.frames import ReplyAudioHoldFrame, ReplyAudioReturnedFrame
 
 VIDEO_CLOCK_RATE = 90_000
 VIDEO_TIME_BASE = fractions.Fraction(1, VIDEO_CLOCK_RATE)
@@ -42,6 +53,9 @@ MAX_LAG_FRAMES = 5
 # not play the user's audio out; it only feeds VAD, turn detection and STT, which want it
 # as soon as it arrives. A packet that comes out of order is dropped instead.
 SERVER_AUDIO_PREFETCH = 0
+# In the middle of a reply, an empty audio queue waits this long for a late write before
+# the track sends silence instead.
+LATE_WRITE_GRACE_S = 0.06
 
 
 def shorten_audio_jitter_buffer(pc: RTCPeerConnection, prefetch: int) -> int:
@@ -60,6 +74,81 @@ def shorten_audio_jitter_buffer(pc: RTCPeerConnection, prefetch: int) -> int:
             setattr(receiver, attr, JitterBuffer(capacity=old.capacity, prefetch=prefetch))
             changed += 1
     return changed
+
+
+class ReplyAudioTrack(RawAudioTrack):
+    """pipecat's outgoing audio track, without the silence it puts into a late reply.
+
+    ``RawAudioTrack`` sends 10 ms at a time on the wall clock and sends silence whenever
+    its queue is empty. In the middle of a reply that happens each time the avatar's next
+    slice is a little late (a slow frame), and every such gap delays the rest of the reply
+    for good: the audio falls behind the face, and there is that much more queued audio to
+    play out after a barge-in. Here, right after speech, an empty queue waits up to
+    ``LATE_WRITE_GRACE_S`` for the late write and then sends it at once, so the track
+    catches up with its clock; silence only fills real pauses.
+    """
+
+    def __init__(self, sample_rate: int) -> None:
+        super().__init__(sample_rate, auto_silence=True)
+        self._written = asyncio.Event()
+        self._in_speech = False  # the last frame sent came from the queue
+        self.late_writes = 0  # writes waited for instead of covered with silence
+
+    def add_audio_bytes(self, audio_bytes: bytes) -> asyncio.Future:
+        """Queue whole 10 ms chunks; the future resolves when the last one is sent."""
+        future = super().add_audio_bytes(audio_bytes)
+        self._written.set()
+        return future
+
+    async def recv(self):  # type: ignore[no-untyped-def]
+        """The next 10 ms: queued audio, a late write waited for, or silence."""
+        if self._timestamp > 0:
+            wait = self._start + self._timestamp / self._sample_rate - time.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+        if self._in_speech and not self._chunk_queue:
+            self._written.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._written.wait(), LATE_WRITE_GRACE_S)
+            self.late_writes += bool(self._chunk_queue)
+        self._in_speech = bool(self._chunk_queue)
+        return await super().recv()  # on time or late, so it does not sleep again
+
+
+def take_back_unsent_audio(queue: asyncio.Queue, track: ReplyAudioTrack, frame_samples: int) -> int:
+    """Remove the newest queued reply audio, in whole frames of ``frame_samples``.
+
+    Unsent audio waits in two places: the output transport's queue of chunks (newest) and
+    the track's queue of 10 ms pieces (oldest, about to be sent). Only a contiguous run of
+    audio at the end is taken, so no other frame in the queue changes its place; the
+    futures of removed track pieces resolve, so a writer waiting on them goes on. Returns
+    the number of frames removed.
+    """
+    items = []
+    while not queue.empty():
+        items.append(queue.get_nowait())
+        queue.task_done()
+    pieces = track._chunk_queue  # (10 ms of PCM, future or None), oldest first
+    tail = 0  # audio items at the end of the transport queue
+    while tail < len(items) and isinstance(items[-1 - tail], OutputAudioRawFrame):
+        tail += 1
+    available = sum(len(item.audio) // 2 for item in items[len(items) - tail :])
+    reaches_track = tail == len(items)  # nothing else is queued after the track's pieces
+    if reaches_track:
+        available += sum(len(piece) // 2 for piece, _ in pieces)
+    wanted = available // frame_samples * frame_samples
+    taken = 0
+    while tail and taken + len(items[-1].audio) // 2 <= wanted:
+        taken += len(items.pop().audio) // 2
+        tail -= 1
+    while reaches_track and not items and pieces and taken + len(pieces[-1][0]) // 2 <= wanted:
+        piece, future = pieces.pop()
+        taken += len(piece) // 2
+        if future is not None and not future.done():
+            future.set_result(True)
+    for item in items:
+        queue.put_nowait(item)
+    return taken // frame_samples
 
 
 class PacedVideoTrack(VideoStreamTrack):
@@ -170,6 +259,13 @@ class _AvatarWebRTCClient(SmallWebRTCClient):
     async def _handle_client_connected(self) -> None:
         await super()._handle_client_connected()
         shorten_audio_jitter_buffer(self._webrtc_connection.pc, SERVER_AUDIO_PREFETCH)
+        if self._params and self._params.audio_out_enabled:
+            audio = ReplyAudioTrack(self._out_sample_rate)
+            old = self._audio_output_track
+            if old is not None:  # audio written during the connect callback carries over
+                audio._chunk_queue.extend(old._chunk_queue)
+            self._audio_output_track = audio
+            self._webrtc_connection.replace_audio_track(audio)
         if self._params and self._params.video_out_enabled:
             self.video_track = PacedVideoTrack(
                 self._params.video_out_width,
@@ -180,12 +276,45 @@ class _AvatarWebRTCClient(SmallWebRTCClient):
             self._webrtc_connection.replace_video_track(self.video_track)
 
 
+class AvatarWebRTCOutputTransport(SmallWebRTCOutputTransport):
+    """pipecat's SmallWebRTC output, which also answers the avatar's ``ReplyAudioHoldFrame``."""
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        """Frames as pipecat handles them; a hold also takes back the unsent reply audio."""
+        await super().process_frame(frame, direction)
+        if isinstance(frame, ReplyAudioHoldFrame):
+            frames = self._take_back(frame)
+            returned = ReplyAudioReturnedFrame(frames=frames, epoch=frame.epoch)
+            await self.push_frame(returned, FrameDirection.UPSTREAM)
+
+    def _take_back(self, hold: ReplyAudioHoldFrame) -> int:
+        sender = self._media_senders.get(None)
+        track = self._client._audio_output_track
+        if (
+            sender is None
+            or not isinstance(track, ReplyAudioTrack)
+            or self.sample_rate != hold.sample_rate  # chunks would not be whole frames
+            or sender._audio_runs  # part of a chunk waits to be filled: not frame-aligned
+        ):
+            return 0
+        return take_back_unsent_audio(sender._audio_queue, track, hold.frame_samples)
+
+
 class AvatarWebRTCTransport(SmallWebRTCTransport):
     """SmallWebRTC transport (pipecat's signalling and data channel) with paced avatar video."""
 
     def __init__(self, connection: SmallWebRTCConnection, params: TransportParams) -> None:
         super().__init__(connection, params)
         self._client = _AvatarWebRTCClient(connection, self._callbacks)
+
+    def output(self) -> AvatarWebRTCOutputTransport:
+        """The output processor: pipecat's, plus taking back unsent reply audio."""
+        if not self._output:
+            self._output = AvatarWebRTCOutputTransport(
+                self._client, self._params, name=self._output_name
+            )
+        assert isinstance(self._output, AvatarWebRTCOutputTransport)
+        return self._output
 
     @property
     def video_track(self) -> PacedVideoTrack | None:

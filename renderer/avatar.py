@@ -55,6 +55,8 @@ from renderer.resample import StreamResampler
 BLEND_FRAMES = 3
 # While paused the mouth relaxes by this factor per frame (closed in about 4 frames).
 PAUSE_MOUTH_DECAY = 0.5
+# Speech frames remembered so that a pause can take back what the transport never sent.
+REWIND_FRAMES = 10
 
 
 @dataclass
@@ -175,6 +177,9 @@ class AvatarCore:
         self._paused = False
         self._last_motion: np.ndarray | None = None
         self._blend_left = 0
+        # The newest speech frames handed out: (audio, samples of it that were speech, motion).
+        self._history: deque[tuple[bytes, int, np.ndarray]] = deque(maxlen=REWIND_FRAMES)
+        self._replay: deque[np.ndarray] = deque()  # motion of taken-back frames, oldest first
 
     @property
     def width(self) -> int:
@@ -275,6 +280,23 @@ class AvatarCore:
             self._paused = True
             self._blend_left = BLEND_FRAMES
 
+    def rewind(self, frames: int) -> int:
+        """Take back the newest ``frames`` speech frames, which were never heard.
+
+        While paused, the output transport hands back the reply audio it had not sent yet;
+        those frames' audio goes back in front of the buffer and their motion is replayed
+        with it, so the reply resumes exactly where the listener stopped hearing it.
+        Returns how many frames were taken back (at most ``REWIND_FRAMES``).
+        """
+        taken = 0
+        while taken < frames and self._history:
+            audio, played, motion = self._history.pop()
+            self._buffer[:0] = audio[: played * 2]
+            self.samples_played -= played
+            self._replay.appendleft(motion)
+            taken += 1
+        return taken
+
     def resume(self) -> None:
         """Continue the held speech from where it stopped."""
         if self._paused:
@@ -291,6 +313,8 @@ class AvatarCore:
         self._resampler = None
         self._open = False
         self.samples_played = self.samples_pushed  # dropped samples count as consumed
+        self._history.clear()
+        self._replay.clear()
         self._paused = False
         self._blend_left = BLEND_FRAMES
         if self._streaming is not None:
@@ -320,11 +344,14 @@ class AvatarCore:
             return step
         spf = self.samples_per_frame
         marks: list[PhonemeMark] = []
+        replayed: np.ndarray | None = None
         if self.audio_ready:
             start = self.samples_played
             audio = bytes(self._buffer[: spf * 2]).ljust(spf * 2, b"\0")
             del self._buffer[: spf * 2]
-            self.samples_played += min(spf, self.pending_samples)
+            played = min(spf, self.pending_samples)
+            self.samples_played += played
+            replayed = self._replay.popleft() if self._replay else None
             self.samples_pushed = max(self.samples_pushed, self.samples_played)
             while self._marks and self._marks[0][0] < start + spf:
                 at, ipa = self._marks.popleft()
@@ -338,7 +365,9 @@ class AvatarCore:
             samples = np.zeros(0, dtype=np.float32)
             if not speaking:
                 self._marks.clear()  # marks past the end of the audio will never play
-        if self._streaming is not None:
+        if replayed is not None:
+            motion = replayed  # a taken-back frame: its motion was already generated
+        elif self._streaming is not None:
             motion = self._streaming.next_motion(speaking)
         else:
             assert self._motion is not None
@@ -348,6 +377,8 @@ class AvatarCore:
             motion = self._last_motion + alpha * (motion - self._last_motion)
             self._blend_left -= 1
         self._last_motion = motion
+        if audio:
+            self._history.append((audio, played, motion))
         step = FrameStep(
             index=self._index,
             audio=audio,

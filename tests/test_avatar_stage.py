@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 from pipecat.frames.frames import (
+    EndFrame,
     Frame,
     InterruptionFrame,
     OutputImageRawFrame,
@@ -18,9 +19,11 @@ from pipecat.frames.frames import (
     VADUserStoppedSpeakingFrame,
 )
 from pipecat.pipeline.pipeline import Pipeline
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.tests.utils import SleepFrame, run_test
 
 from pipelines.config import TTSSettings
+from pipelines.frames import ReplyAudioHoldFrame, ReplyAudioReturnedFrame
 from pipelines.stages.avatar import AvatarStage
 from pipelines.stages.tts import EspeakTTSService
 from renderer.avatar import AvatarCore
@@ -148,6 +151,74 @@ async def test_reply_resumes_after_a_noise_where_it_stopped_with_nothing_lost() 
     assert said - 0.005 <= played <= said + 1 / 25 + 0.005, (said, played)
     gaps = [b - a for a, b in itertools.pairwise(times)]
     assert max(gaps) > 0.3, "the audio halted during the noise"
+
+
+class BackloggedTransport(FrameProcessor):
+    """Stands in for the output transport: holds the newest two audio frames unsent, and
+    on a ``ReplyAudioHoldFrame`` drops them and hands them back, as the real one does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._unsent: list[Frame] = []
+        self.returned = 0
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        await super().process_frame(frame, direction)
+        if isinstance(frame, ReplyAudioHoldFrame):
+            self.returned += len(self._unsent)
+            answer = ReplyAudioReturnedFrame(frames=len(self._unsent), epoch=frame.epoch)
+            self._unsent.clear()
+            await self.push_frame(answer, FrameDirection.UPSTREAM)
+        elif isinstance(frame, TTSAudioRawFrame) and direction is FrameDirection.DOWNSTREAM:
+            self._unsent.append(frame)
+            if len(self._unsent) > 2:
+                await self.push_frame(self._unsent.pop(0))
+        elif isinstance(frame, EndFrame):
+            for unsent in self._unsent:
+                await self.push_frame(unsent)
+            await self.push_frame(frame, direction)
+        else:
+            await self.push_frame(frame, direction)
+
+
+async def test_a_pause_takes_back_unsent_audio_and_the_resume_replays_it_once() -> None:
+    """Timeline: a 2 s reply, two frames queued in the transport; a noise at 0.8 s."""
+    spoken, watch, transport = Timestamps(), Timestamps(), BackloggedTransport()
+    pipeline = Pipeline([EspeakTTSService(TTSSettings()), spoken, make_avatar(), transport, watch])
+    await run_test(
+        pipeline,
+        frames_to_send=[
+            TTSSpeakFrame("Hello there, it is very nice to meet you today."),
+            SleepFrame(0.8),
+            VADUserStartedSpeakingFrame(),
+            SleepFrame(0.2),
+            VADUserStoppedSpeakingFrame(stop_secs=0.2),
+            SleepFrame(3.5),
+        ],
+    )
+    assert transport.returned == 2, "the two unsent frames were taken back"
+    said = audio_seconds([f for _, f in spoken.seen])
+    played = audio_seconds([f for _, f in watch.seen])
+    # The taken-back frames played after the resume, once: nothing lost, nothing repeated.
+    assert said - 0.005 <= played <= said + 1 / 25 + 0.005, (said, played)
+
+
+def test_rewind_puts_unheard_frames_back_in_order() -> None:
+    core = AvatarCore(
+        AvatarSettings(width=SIZE, height=SIZE, device="cpu", motion="procedural"),
+        sample_rate=SAMPLE_RATE,
+    )
+    ramp = (np.arange(SAMPLE_RATE) % 20000).astype(np.int16)  # every frame's audio differs
+    core.push_audio(ramp.tobytes(), SAMPLE_RATE)
+    sent = [core.advance().audio for _ in range(8)]
+    core.pause()
+    assert core.rewind(3) == 3
+    assert core.samples_played == 5 * SAMPLE_RATE // 25
+    core.resume()
+    assert [core.advance().audio for _ in range(8)][:3] == sent[5:8], "replayed in order"
+    assert core.samples_played == 13 * SAMPLE_RATE // 25
+    core.pause()
+    assert core.rewind(50) == 10, "only the newest ten frames are remembered"
 
 
 def test_pause_relaxes_the_mouth_and_keeps_the_audio() -> None:

@@ -53,21 +53,56 @@ def test_profile_two_turns_writes_a_complete_report(tmp_path, capsys) -> None:
     barge_in = {"interrupt_decision", "interrupt_audio_stop", "interrupt_mouth_close"}
     assert set(report["budgets"]) == stages | {"end_to_end", "av_offset"} | barge_in
     assert isinstance(report["violations"], list)
+    assert [t["kind"] for t in report["per_turn"]] == ["backchannel", "barge_in"]
+    backchannel = report["backchannel"]
+    assert backchannel["turns"] == 1, "the 'hmm' was said over the first reply"
+    assert set(backchannel) == {"turns", "resumed", "interrupted", "pause_ms"}
+    assert set(backchannel["pause_ms"]) == SUMMARY_KEYS
     assert plot.stat().st_size > 1000
     assert "render_first_frame" in capsys.readouterr().out
 
 
-def _report(reply_after_s: float, av_offset_ms: float) -> dict:
+def test_turn_plan_mixes_questions_barge_ins_and_backchannels() -> None:
+    from agent.profile import plan_turns
+
+    assert plan_turns(7) == [
+        "backchannel",
+        "barge_in",
+        "ask",
+        "ask",
+        "ask",
+        "backchannel",
+        "barge_in",
+    ]
+    assert plan_turns(4, barge_in_every=2) == ["backchannel", "barge_in"] * 2
+    assert plan_turns(3, barge_in_every=0) == ["ask"] * 3
+    with pytest.raises(ValueError, match="0 or at least 2"):
+        plan_turns(3, barge_in_every=1)
+
+
+def test_profile_rejects_a_barge_in_period_of_one(capsys) -> None:
+    assert main(["profile", "--turns", "3", "--barge-in-every", "1"]) == 2
+    assert "--barge-in-every must be 0 (never) or at least 2" in capsys.readouterr().err
+
+
+def _report_of(turn) -> dict:
+    """The report for one measured turn, over 2 s of quiet media."""
     import numpy as np
 
     from agent.config import Settings
-    from agent.profile import Timeline, TurnResult, build_report
+    from agent.profile import Timeline, build_report
 
-    turn = TurnResult(question="q", speech_end=1.0, reply_onset=1.0 + reply_after_s)
-    turn.av_offset_ms = av_offset_ms
     t = np.arange(50) / 25
     timeline = Timeline(start=0.0, audio=np.zeros(200), mouth_t=t, mouth=np.zeros(50), pts=t)
     return build_report([turn], [], timeline, Settings())
+
+
+def _report(reply_after_s: float, av_offset_ms: float) -> dict:
+    from agent.profile import TurnResult
+
+    turn = TurnResult(question="q", speech_end=1.0, reply_onset=1.0 + reply_after_s)
+    turn.av_offset_ms = av_offset_ms
+    return _report_of(turn)
 
 
 @pytest.mark.parametrize(
@@ -88,3 +123,18 @@ def test_fail_on_budget_exits_1_only_when_a_budget_is_broken(
     assert (
         ("over budget at p95: " + ", ".join(broken)) in out if broken else "over budget" not in out
     )
+
+
+@pytest.mark.parametrize(
+    ("pause_ms", "interrupted", "lost"), [(700.0, False, 0), (None, False, 1), (700.0, True, 1)]
+)
+def test_a_backchannel_that_drops_the_reply_is_a_violation(
+    pause_ms: float | None, interrupted: bool, lost: int
+) -> None:
+    from agent.profile import TurnResult
+
+    turn = TurnResult(question="q", speech_end=1.0, kind="backchannel", barge_onset=2.5)
+    turn.pause_ms, turn.server_interrupted = pause_ms, interrupted
+    report = _report_of(turn)
+    broken = [v for v in report["violations"] if v["stage"] == "false_interruption"]
+    assert broken == ([{"stage": "false_interruption", "count": lost, "budget": 0}] if lost else [])

@@ -15,7 +15,10 @@ the quality level does not draw, the last image goes out again: one frame per pe
 Interruption is decided by frame type, as everywhere in pipecat: an ``InterruptionFrame``
 drops the queued audio, phonemes and held frames in one place (``_drop_pending``). A
 ``VADUserStartedSpeakingFrame`` only pauses the reply (audio halts, the mouth relaxes);
-if no turn follows the sound, the reply resumes where it stopped.
+if no turn follows the sound, the reply resumes where it stopped. On a pause the stage also
+asks the output transport for the reply audio it has not sent yet
+(``ReplyAudioHoldFrame``), so the listener stops hearing the reply at once; the frames it
+hands back (``ReplyAudioReturnedFrame``) are rewound into the core and play again on resume.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ from pipecat.frames.frames import (
 )
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
-from pipelines.frames import PhonemeAudioRawFrame
+from pipelines.frames import PhonemeAudioRawFrame, ReplyAudioHoldFrame, ReplyAudioReturnedFrame
 from renderer.avatar import AvatarCore
 from renderer.ladder import DegradationLadder
 
@@ -77,6 +80,8 @@ class AvatarStage(FrameProcessor):
         # Bumped by every interruption, so a frame being drawn while it happened
         # does not release audio that belongs to the interrupted reply.
         self._epoch = 0
+        # Frames the transport handed back after a pause, rewound at the next clock tick.
+        self._returned_frames = 0
         # Set by the clock whenever every queued sample and held frame has gone out.
         self._drained = asyncio.Event()
         # Set when speech can start while the clock is between frames without audio.
@@ -118,10 +123,23 @@ class AvatarStage(FrameProcessor):
         elif isinstance(frame, VADUserStartedSpeakingFrame):
             # Maybe a barge-in, maybe a cough: hold the reply until the turn logic decides.
             await self._cancel_resume()
-            if self._core.speaking:
+            hold = self._core.speaking and not self._core.paused
+            if hold:
                 self._core.pause()
                 logger.debug(f"{self}: reply paused, the user may be talking")
             await self.push_frame(frame, direction)
+            if hold:
+                await self.push_frame(
+                    ReplyAudioHoldFrame(
+                        frame_samples=self._core.samples_per_frame,
+                        sample_rate=self._core.sample_rate,
+                        epoch=self._epoch,
+                    )
+                )
+        elif isinstance(frame, ReplyAudioReturnedFrame):
+            # The transport's answer to our hold; the clock rewinds the core between frames.
+            if frame.epoch == self._epoch:
+                self._returned_frames += frame.frames
         elif isinstance(frame, VADUserStoppedSpeakingFrame):
             if self._core.paused:
                 self._resume_task = self.create_task(self._resume_later(), name="avatar-resume")
@@ -176,6 +194,7 @@ class AvatarStage(FrameProcessor):
     async def _drop_pending(self) -> None:
         """The one place where queued audio, motion and held frames are dropped."""
         self._epoch += 1
+        self._returned_frames = 0
         heard_s = self._core.clear_buffer()
         kept = [frame for _, frame in self._held if not frame.interruptible]
         self._held.clear()
@@ -214,6 +233,7 @@ class AvatarStage(FrameProcessor):
         while True:
             try:
                 epoch = self._epoch
+                self._rewind_returned()
                 began = time.perf_counter()
                 step = self._core.advance()
                 work_s = time.perf_counter() - began
@@ -225,7 +245,12 @@ class AvatarStage(FrameProcessor):
                     image, work_s = drawn, work_s + draw_s
                     self.frames_drawn += 1
                 if step.audio and epoch == self._epoch:
-                    await self.push_frame(TTSAudioRawFrame(step.audio, self._core.sample_rate, 1))
+                    if self._core.paused:  # paused while drawing: this audio was never sent
+                        self._core.rewind(1)
+                    else:
+                        await self.push_frame(
+                            TTSAudioRawFrame(step.audio, self._core.sample_rate, 1)
+                        )
                 await self.push_frame(OutputImageRawFrame(image, (width, height), "RGB"))
                 self.frames_rendered += 1
                 self._observe_work(work_s)
@@ -245,6 +270,17 @@ class AvatarStage(FrameProcessor):
                 self.frames_late += int(-delay / period)
                 logger.warning(f"{self}: renderer fell {-delay * 1000:.0f} ms behind; resyncing")
                 start, index = loop.time(), 0
+
+    def _rewind_returned(self) -> None:
+        """Put the frames the transport handed back after a pause back into the core.
+
+        Done between frames, so a frame whose audio was never pushed (the pause came while
+        it was drawn) has already been rewound and the count matches the newest frames.
+        """
+        frames, self._returned_frames = self._returned_frames, 0
+        if frames and self._core.paused:
+            taken = self._core.rewind(frames)
+            logger.debug(f"{self}: took back {taken} unsent frames of the paused reply")
 
     def _draw(self, motion: np.ndarray) -> tuple[bytes, float]:
         """Render thread: the frame's pixels and how long drawing took.

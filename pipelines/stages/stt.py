@@ -57,7 +57,7 @@ POCKETSPHINX_OPTIONS: dict[str, Any] = {"loglevel": "FATAL"}
 # segments are not decoded at all.
 SILENCE_PEAK = 16
 
-# VAD reports speech after start_secs (0.2 s) of it, plus its own analysis window; the
+# VAD reports speech after vad.start_secs of it, plus its own analysis window; the
 # decoder gets this much audio from before that moment so first syllables are not lost.
 PREROLL_S = 0.5
 # Longest wait for a pending transcript when the pipeline ends gracefully.
