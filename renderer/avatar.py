@@ -53,6 +53,9 @@ from renderer.resample import StreamResampler
 # A pause, a resume or an interruption changes where motion comes from; the face eases
 # into the new motion over this many frames instead of cutting.
 BLEND_FRAMES = 3
+# A resume restarts the audio at full loudness, so the mouth opens within a frame: a
+# longer blend would leave the lips visibly behind the voice.
+RESUME_BLEND_FRAMES = 1
 # While paused the mouth relaxes by this factor per frame (closed in about 4 frames).
 PAUSE_MOUTH_DECAY = 0.5
 # Speech frames remembered so that a pause can take back what the transport never sent.
@@ -301,7 +304,7 @@ class AvatarCore:
         """Continue the held speech from where it stopped."""
         if self._paused:
             self._paused = False
-            self._blend_left = BLEND_FRAMES
+            self._blend_left = RESUME_BLEND_FRAMES
 
     def clear_buffer(self) -> float:
         """Interruption: drop all pending audio and phonemes; return seconds of the current
