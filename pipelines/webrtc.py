@@ -14,7 +14,8 @@ frame period of video latency, on average half of one) and stamps it with the sl
 90 kHz clock at the configured rate that the wall clock has reached since the first
 frame, rounded around the producer's phase: a slow producer shows up as skipped slots
 or repeated frames, never as drift, and ``recv()`` never blocks for much longer than
-one frame period and a half.
+one frame period and a half. The output processor hands the avatar's frames straight to
+that track: pipecat's live-video task would pace them again, a frame period late.
 """
 
 from __future__ import annotations
@@ -25,13 +26,14 @@ import fractions
 import math
 import time
 from collections import deque
+from typing import TypeGuard
 
 import numpy as np
 from aiortc import RTCPeerConnection, VideoStreamTrack
 from aiortc.jitterbuffer import JitterBuffer
 from av import VideoFrame
 from pipecat.frames.frames import Frame, OutputAudioRawFrame, OutputImageRawFrame
-from pipecat.processors.frame_processor import FrameDirection
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.transports.base_transport import TransportParams
 from pipecat.transports.smallwebrtc.connection import SmallWebRTCConnection
 from pipecat.transports.smallwebrtc.transport import (
@@ -113,6 +115,15 @@ class ReplyAudioTrack(RawAudioTrack):
             self.late_writes += bool(self._chunk_queue)
         self._in_speech = bool(self._chunk_queue)
         return await super().recv()  # on time or late, so it does not sleep again
+
+
+def _is_avatar_frame(frame: Frame) -> TypeGuard[OutputImageRawFrame]:
+    """A plain video frame for the default destination, not tied to audio."""
+    return (
+        type(frame) is OutputImageRawFrame
+        and not frame.sync_with_audio
+        and frame.transport_destination is None
+    )
 
 
 def take_back_unsent_audio(queue: asyncio.Queue, track: ReplyAudioTrack, frame_samples: int) -> int:
@@ -277,10 +288,19 @@ class _AvatarWebRTCClient(SmallWebRTCClient):
 
 
 class AvatarWebRTCOutputTransport(SmallWebRTCOutputTransport):
-    """pipecat's SmallWebRTC output, which also answers the avatar's ``ReplyAudioHoldFrame``."""
+    """pipecat's SmallWebRTC output, with the avatar's frames sent as they come, and an
+    answer to the avatar's ``ReplyAudioHoldFrame``."""
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
-        """Frames as pipecat handles them; a hold also takes back the unsent reply audio."""
+        """Frames as pipecat handles them, except avatar frames; a hold also takes back
+        the unsent reply audio."""
+        if direction is FrameDirection.DOWNSTREAM and _is_avatar_frame(frame):
+            # The avatar stage already paces its frames. pipecat's live-video task would
+            # hold each one until a frame period after the previous one (about a period
+            # of extra latency, the lips behind the voice) after an executor hop.
+            await FrameProcessor.process_frame(self, frame, direction)  # observers
+            await self.write_video_frame(frame)
+            return
         await super().process_frame(frame, direction)
         if isinstance(frame, ReplyAudioHoldFrame):
             frames = self._take_back(frame)

@@ -7,10 +7,17 @@ import asyncio
 import numpy as np
 import pytest
 from pipecat.frames.frames import OutputImageRawFrame, TTSAudioRawFrame, TTSStoppedFrame
+from pipecat.processors.frame_processor import FrameDirection
+from pipecat.transports.base_transport import TransportParams
 from pipecat.utils.frame_queue import FrameQueue
 
 import pipelines.webrtc
-from pipelines.webrtc import PacedVideoTrack, ReplyAudioTrack, take_back_unsent_audio
+from pipelines.webrtc import (
+    AvatarWebRTCOutputTransport,
+    PacedVideoTrack,
+    ReplyAudioTrack,
+    take_back_unsent_audio,
+)
 
 RATE = 24_000
 TEN_MS = RATE // 100
@@ -145,3 +152,25 @@ def test_video_track_rejects_a_frame_of_the_wrong_size() -> None:
     track = PacedVideoTrack(8, 8, fps=25)
     with pytest.raises(ValueError, match="video frame is 4x4, the track sends 8x8"):
         track.add_video_frame(_image(1, size=4))
+
+
+class _RecordingClient:
+    def __init__(self) -> None:
+        self.frames: list[OutputImageRawFrame] = []
+
+    async def write_video_frame(self, frame: OutputImageRawFrame) -> bool:
+        self.frames.append(frame)
+        return True
+
+
+async def test_avatar_frames_go_to_the_track_at_once_not_through_pipecats_pacing() -> None:
+    client = _RecordingClient()
+    params = TransportParams(video_out_enabled=True, video_out_is_live=True)
+    output = AvatarWebRTCOutputTransport(client, params)  # type: ignore[arg-type]
+    frame = _image(5)
+    await output.process_frame(frame, FrameDirection.DOWNSTREAM)
+    assert client.frames == [frame], "written by the time process_frame returns"
+    synced = _image(6)
+    synced.sync_with_audio = True  # must wait behind its audio: pipecat's path
+    await output.process_frame(synced, FrameDirection.DOWNSTREAM)
+    assert client.frames == [frame]
