@@ -19,7 +19,9 @@ from typing import Any
 import httpx
 import numpy as np
 from aiortc import AudioStreamTrack, MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
+from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 from aiortc.mediastreams import MediaStreamError
+from aiortc.rtp import RtpPacket
 from av import AudioFrame, VideoFrame
 
 from pipelines.webrtc import shorten_audio_jitter_buffer
@@ -27,6 +29,42 @@ from pipelines.webrtc import shorten_audio_jitter_buffer
 MIC_RATE = 48_000
 CLIENT_AUDIO_PREFETCH = 2  # 40 ms of received audio held, as a browser holds on a LAN
 MIC_FRAME = 960  # 20 ms
+
+
+class MarkerJitterBuffer(JitterBuffer):
+    """aiortc's video jitter buffer, releasing a frame once its last packet is in.
+
+    aiortc only knows a frame is complete when the next frame's first packet arrives,
+    which holds every received frame for a frame period (40 ms at 25 fps). A browser
+    completes a frame on the RTP marker bit its last packet carries; so does this.
+    """
+
+    def _remove_frame(self, sequence_number: int) -> JitterFrame | None:
+        packets: list[RtpPacket] = []
+        for count in range(self.capacity):
+            packet = self._packets[(self._origin + count) % self.capacity]  # type: ignore[operator]
+            if packet is None or (packets and packet.timestamp != packets[0].timestamp):
+                break  # a gap, or a frame that never saw its marker: aiortc's rules apply
+            packets.append(packet)
+            if packet.marker:
+                self.remove(count + 1)
+                data = b"".join(p._data for p in packets)  # type: ignore[attr-defined]
+                return JitterFrame(data=data, timestamp=packets[0].timestamp)
+        return super()._remove_frame(sequence_number)
+
+
+def complete_video_frames_on_marker(pc: RTCPeerConnection) -> int:
+    """Give the video receivers of ``pc`` a :class:`MarkerJitterBuffer` (same capacity)."""
+    changed = 0
+    for receiver in pc.getReceivers():
+        if receiver.track is None or receiver.track.kind != "video":
+            continue
+        attr = "_RTCRtpReceiver__jitter_buffer"
+        old = getattr(receiver, attr, None)
+        if isinstance(old, JitterBuffer) and not isinstance(old, MarkerJitterBuffer):
+            setattr(receiver, attr, MarkerJitterBuffer(capacity=old.capacity, is_video=True))
+            changed += 1
+    return changed
 
 
 class MicrophoneTrack(AudioStreamTrack):
@@ -126,6 +164,8 @@ class AvatarClient:
                 # aiortc holds 4 packets (80 ms) before playing one; a browser's adaptive
                 # buffer on a quiet network holds about 40 ms, so measure like one.
                 shorten_audio_jitter_buffer(self._pc, CLIENT_AUDIO_PREFETCH)
+            else:
+                complete_video_frames_on_marker(self._pc)
             self._spawn(self._read(track))
 
         @self._pc.on("connectionstatechange")

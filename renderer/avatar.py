@@ -412,8 +412,16 @@ class AvatarCore:
         self._skip_left = self._quality.render_every - 1
         return True
 
+    def prepare_renderers(self) -> None:
+        """Build the drawer of every quality level now (seconds of work, off the clock's
+        path), so a step down the ladder never stalls a frame while one is built."""
+        for level in self.levels:
+            size = (level.draw_width, level.draw_height)
+            if size not in self._renderers:
+                self._make_renderer(size)
+
     def _make_renderer(self, size: tuple[int, int]) -> FaceRenderer:
-        # Made on first use, in the render thread: building one takes a few frames' time.
+        # Normally built by prepare_renderers; otherwise on first use, in the render thread.
         with self._renderers_lock:
             renderer = self._renderers.get(size)
             if renderer is None:

@@ -253,15 +253,17 @@ async def test_slowed_renderer_degrades_and_keeps_the_frame_rate_without_drift(
     assert 0 <= got - sent < SR // FPS * 2
 
     # Once settled on that rung (about 2.5 s in: 8 frames per rung, the first three at
-    # 80 ms a frame), and while the reply plays: the delivered frame rate holds and the
-    # audio keeps to the wall clock.
+    # 80 ms a frame), and while the reply plays until the ladder probes a rung up (2 s of
+    # headroom later; that probe is too slow, and the clock restarts rather than burst):
+    # the delivered frame rate holds and the audio keeps to the wall clock.
     settled = [t for t, message in logged if "quality down" in message][3]
     assert settled - images[0][0] < 4.0, "the ladder reacts within a few seconds"
-    a, b = settled + 0.2, audio[-1][0]
-    assert b - a > 2.0, f"the reply plays on long enough after settling ({b - a:.1f} s)"
+    probes = [t for t, message in logged if "quality up" in message and t > settled]
+    a, b = settled + 0.2, min([audio[-1][0], *probes])
+    assert b - a > 1.5, f"the reply plays on long enough after settling ({b - a:.1f} s)"
     fps = sum(a <= t <= b for t, _ in images) / (b - a)
     assert abs(fps - FPS) <= 1.0, fps
-    played = [t for t, _ in audio if t >= a]
+    played = [t for t, _ in audio if a <= t <= b]
     drift = (played[-1] - played[0]) - (len(played) - 1) * PERIOD
     assert abs(drift) < 0.1, f"audio drifted {drift * 1000:.0f} ms from the wall clock"
 

@@ -6,12 +6,14 @@ import asyncio
 
 import numpy as np
 import pytest
+from aiortc.rtp import RtpPacket
 from pipecat.frames.frames import OutputImageRawFrame, TTSAudioRawFrame, TTSStoppedFrame
 from pipecat.processors.frame_processor import FrameDirection
 from pipecat.transports.base_transport import TransportParams
 from pipecat.utils.frame_queue import FrameQueue
 
 import pipelines.webrtc
+from agent.client import MarkerJitterBuffer
 from pipelines.webrtc import (
     AvatarWebRTCOutputTransport,
     PacedVideoTrack,
@@ -174,3 +176,27 @@ async def test_avatar_frames_go_to_the_track_at_once_not_through_pipecats_pacing
     synced.sync_with_audio = True  # must wait behind its audio: pipecat's path
     await output.process_frame(synced, FrameDirection.DOWNSTREAM)
     assert client.frames == [frame]
+
+
+def _packet(seq: int, timestamp: int, marker: bool, data: bytes) -> RtpPacket:
+    packet = RtpPacket(
+        payload_type=96, marker=int(marker), sequence_number=seq, timestamp=timestamp
+    )
+    packet._data = data  # type: ignore[attr-defined]  # the depayloaded bytes, as aiortc sets
+    return packet
+
+
+def test_profiling_client_completes_a_video_frame_on_its_marker_packet() -> None:
+    buffer = MarkerJitterBuffer(capacity=128, is_video=True)
+    assert buffer.add(_packet(10, 3600, False, b"a"))[1] is None
+    _, frame = buffer.add(_packet(11, 3600, True, b"b"))
+    assert frame is not None and frame.data == b"ab", "released without waiting for the next"
+    _, frame = buffer.add(_packet(12, 7200, True, b"c"))
+    assert frame is not None and (frame.data, frame.timestamp) == (b"c", 7200)
+
+
+def test_a_frame_missing_its_marker_is_released_by_the_next_frame_as_before() -> None:
+    buffer = MarkerJitterBuffer(capacity=128, is_video=True)
+    assert buffer.add(_packet(20, 3600, False, b"a"))[1] is None
+    _, frame = buffer.add(_packet(21, 7200, True, b"b"))
+    assert frame is not None and frame.data == b"a"

@@ -52,8 +52,14 @@ from renderer.ladder import DegradationLadder
 # After a sound that did not become a turn, wait this long (for a late turn start from
 # the transcript) before the paused reply resumes.
 RESUME_AFTER_S = 0.25
-# A clock this many periods late has stalled (e.g. a debugger); restart it rather than burst.
-MAX_CLOCK_LAG_FRAMES = 5
+# A clock at most this late catches up by sending the frames it owes back to back; the
+# outgoing audio track waits a little longer than this for a late write (see
+# pipelines/webrtc.py), so the burst only makes up for the delay. A clock later than this
+# restarts from now instead: the outgoing track has covered the stall with silence, and a
+# burst would leave that much reply audio queued behind the face for the rest of the reply.
+MAX_CATCH_UP_S = 0.05
+# A stall this long (a debugger, a swapped-out process) is worth a warning.
+STALL_WARNING_S = 0.2
 
 
 class AvatarStage(FrameProcessor):
@@ -214,6 +220,8 @@ class AvatarStage(FrameProcessor):
     def _start_clock(self) -> None:
         if self._clock_task is None:
             self._executor = ThreadPoolExecutor(1, thread_name_prefix="avatar-render")
+            # Queued first on the render thread, so it is done before the first frame.
+            self._executor.submit(self._core.prepare_renderers)
             self._clock_task = self.create_task(self._run_clock(), name="avatar-clock")
 
     async def _stop_clock(self) -> None:
@@ -266,9 +274,13 @@ class AvatarStage(FrameProcessor):
             if delay > 0:
                 if await self._wait_for_speech(delay):
                     start, index = loop.time(), 0  # the clock's phase follows the reply
-            elif -delay > MAX_CLOCK_LAG_FRAMES * period:
-                self.frames_late += int(-delay / period)
-                logger.warning(f"{self}: renderer fell {-delay * 1000:.0f} ms behind; resyncing")
+            elif -delay > MAX_CATCH_UP_S:
+                self.frames_late += round(-delay / period)
+                late = f"{self}: frame clock {-delay * 1000:.0f} ms late; restarting it from now"
+                if -delay > STALL_WARNING_S:
+                    logger.warning(late)
+                else:
+                    logger.debug(late)
                 start, index = loop.time(), 0
 
     def _rewind_returned(self) -> None:
