@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from agent.cli import main
@@ -88,8 +89,6 @@ def test_profile_rejects_a_barge_in_period_of_one(capsys) -> None:
 
 def _report_of(turn) -> dict:
     """The report for one measured turn, over 2 s of quiet media."""
-    import numpy as np
-
     from agent.config import Settings
     from agent.profile import Timeline, build_report
 
@@ -139,3 +138,38 @@ def test_a_backchannel_that_drops_the_reply_is_a_violation(
     report = _report_of(turn)
     broken = [v for v in report["violations"] if v["stage"] == "false_interruption"]
     assert broken == ([{"stage": "false_interruption", "count": lost, "budget": 0}] if lost else [])
+
+
+def _rendered_reply(width: int = 128) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A spoken sentence through the avatar core, without a network: the audio's 10 ms
+    loudness, each frame's start time, and the mouth the profiler's meter reads in it."""
+    from agent.profile import MouthMeter
+    from pipelines.speech.espeak import synthesize
+    from renderer.avatar import AvatarCore
+    from renderer.config import AvatarSettings
+
+    meter = MouthMeter(width, width)
+    core = AvatarCore(AvatarSettings(width=width, height=width, device="cpu"), sample_rate=24000)
+    pcm, rate = synthesize("I can answer questions about this project, and I run offline.")
+    core.push_audio(np.asarray(pcm, np.int16).tobytes(), rate)
+    core.end_segment()
+    loudness, mouth = [], []
+    while core.pending_samples > 0:
+        step = core.advance()
+        samples = np.frombuffer(step.audio, np.int16).astype(np.float32) / 32768
+        for quarter in np.split(samples, 4):  # 10 ms each
+            loudness.append(float(np.sqrt(np.mean(quarter**2))))
+        mouth.append(meter(core.render(step.motion)))
+    return np.array(loudness), np.arange(len(mouth)) / 25, np.array(mouth)
+
+
+@pytest.mark.parametrize("video_late_s", [0.0, 0.08])
+def test_av_offset_estimator_reads_the_lag_of_the_mouth_behind_the_voice(
+    video_late_s: float,
+) -> None:
+    from agent.profile import Timeline
+
+    loudness, frame_t, mouth = _rendered_reply()
+    timeline = Timeline(start=0.0, audio=loudness, mouth_t=frame_t + video_late_s, mouth=mouth)
+    offset = timeline.av_offset_ms(0.0, len(loudness) / 100)
+    assert offset is not None and abs(offset - video_late_s * 1000) <= 20, offset
