@@ -24,7 +24,7 @@ from aiortc.mediastreams import MediaStreamError
 from aiortc.rtp import RtpPacket
 from av import AudioFrame, VideoFrame
 
-from pipelines.webrtc import shorten_audio_jitter_buffer
+from pipelines.webrtc import replace_jitter_buffers, shorten_audio_jitter_buffer
 
 MIC_RATE = 48_000
 CLIENT_AUDIO_PREFETCH = 2  # 40 ms of received audio held, as a browser holds on a LAN
@@ -55,16 +55,9 @@ class MarkerJitterBuffer(JitterBuffer):
 
 def complete_video_frames_on_marker(pc: RTCPeerConnection) -> int:
     """Give the video receivers of ``pc`` a :class:`MarkerJitterBuffer` (same capacity)."""
-    changed = 0
-    for receiver in pc.getReceivers():
-        if receiver.track is None or receiver.track.kind != "video":
-            continue
-        attr = "_RTCRtpReceiver__jitter_buffer"
-        old = getattr(receiver, attr, None)
-        if isinstance(old, JitterBuffer) and not isinstance(old, MarkerJitterBuffer):
-            setattr(receiver, attr, MarkerJitterBuffer(capacity=old.capacity, is_video=True))
-            changed += 1
-    return changed
+    return replace_jitter_buffers(
+        pc, "video", lambda old: MarkerJitterBuffer(capacity=old.capacity, is_video=True)
+    )
 
 
 class MicrophoneTrack(AudioStreamTrack):

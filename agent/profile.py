@@ -316,7 +316,7 @@ async def _reply_onset(client: AvatarClient, after: float) -> float | None:
     return None
 
 
-async def _talk_over(client: AvatarClient, text: str) -> tuple[float, float]:
+def _talk_over(client: AvatarClient, text: str) -> tuple[float, float]:
     """Say ``text`` now; (its first loud sample, its end) as send times."""
     pcm, length = speech_pcm(text)
     loud = np.nonzero(np.abs(pcm) > 500)[0]
@@ -337,12 +337,12 @@ async def _play_turn(client: AvatarClient, question: str, kind: str) -> TurnResu
         return result
     await asyncio.sleep(max(0.0, onset + 1.0 - time.monotonic()))
     if kind == "barge_in":
-        result.barge_onset, barge_end = await _talk_over(client, BARGE_IN)
+        result.barge_onset, barge_end = _talk_over(client, BARGE_IN)
         # The barge-in is itself a turn; the avatar answers it after it ends.
         result.speech_end = barge_end
         await _wait_reply(client, result.speech_end, TURN_TIMEOUT_S)
     else:
-        result.barge_onset, result.backchannel_end = await _talk_over(client, BACKCHANNEL)
+        result.barge_onset, result.backchannel_end = _talk_over(client, BACKCHANNEL)
         await _wait_reply(client, result.backchannel_end, TURN_TIMEOUT_S)  # the rest of it
     return result
 

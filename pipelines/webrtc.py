@@ -26,6 +26,7 @@ import fractions
 import math
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import TypeGuard
 
 import numpy as np
@@ -60,22 +61,29 @@ SERVER_AUDIO_PREFETCH = 0
 LATE_WRITE_GRACE_S = 0.06
 
 
-def shorten_audio_jitter_buffer(pc: RTCPeerConnection, prefetch: int) -> int:
-    """Make the audio receivers of ``pc`` release packets after ``prefetch`` newer ones.
-
-    aiortc exposes no setting for this, so the receiver's private jitter buffer is
-    replaced (same capacity). Returns how many receivers were changed.
-    """
+def replace_jitter_buffers(
+    pc: RTCPeerConnection, kind: str, make: Callable[[JitterBuffer], JitterBuffer]
+) -> int:
+    """Give each ``kind`` ("audio" or "video") receiver of ``pc`` the jitter buffer
+    ``make(old)`` returns. aiortc exposes no setting for it, so the receiver's private one
+    is replaced. Returns how many receivers were changed."""
     changed = 0
     for receiver in pc.getReceivers():
-        if receiver.track is None or receiver.track.kind != "audio":
+        if receiver.track is None or receiver.track.kind != kind:
             continue
         attr = "_RTCRtpReceiver__jitter_buffer"
         old = getattr(receiver, attr, None)
         if isinstance(old, JitterBuffer):
-            setattr(receiver, attr, JitterBuffer(capacity=old.capacity, prefetch=prefetch))
+            setattr(receiver, attr, make(old))
             changed += 1
     return changed
+
+
+def shorten_audio_jitter_buffer(pc: RTCPeerConnection, prefetch: int) -> int:
+    """Make the audio receivers of ``pc`` release packets after ``prefetch`` newer ones."""
+    return replace_jitter_buffers(
+        pc, "audio", lambda old: JitterBuffer(capacity=old.capacity, prefetch=prefetch)
+    )
 
 
 class ReplyAudioTrack(RawAudioTrack):

@@ -42,6 +42,18 @@ def make_avatar() -> AvatarStage:
     return AvatarStage(AvatarCore(settings, sample_rate=SAMPLE_RATE))
 
 
+def short_reply_with_a_noise() -> list[Frame]:
+    """Timeline: a 2 s reply; a 0.2 s noise at 0.8 s; no turn follows."""
+    return [
+        TTSSpeakFrame("Hello there, it is very nice to meet you today."),
+        SleepFrame(0.8),
+        VADUserStartedSpeakingFrame(),
+        SleepFrame(0.2),
+        VADUserStoppedSpeakingFrame(stop_secs=0.2),
+        SleepFrame(3.5),
+    ]
+
+
 def audio_seconds(frames: list[Frame]) -> float:
     return sum(len(f.audio) / 2 / f.sample_rate for f in frames if isinstance(f, TTSAudioRawFrame))
 
@@ -133,14 +145,7 @@ async def test_reply_resumes_after_a_noise_where_it_stopped_with_nothing_lost() 
     pipeline = Pipeline([tts, spoken, make_avatar(), watch])
     await run_test(
         pipeline,
-        frames_to_send=[
-            TTSSpeakFrame("Hello there, it is very nice to meet you today."),
-            SleepFrame(0.8),
-            VADUserStartedSpeakingFrame(),
-            SleepFrame(0.2),
-            VADUserStoppedSpeakingFrame(stop_secs=0.2),
-            SleepFrame(3.5),
-        ],
+        frames_to_send=short_reply_with_a_noise(),
     )
     said = audio_seconds([f for _, f in spoken.seen])  # at espeak's rate
     times = [t for t, f in watch.seen if isinstance(f, TTSAudioRawFrame)]
@@ -187,14 +192,7 @@ async def test_a_pause_takes_back_unsent_audio_and_the_resume_replays_it_once() 
     pipeline = Pipeline([EspeakTTSService(TTSSettings()), spoken, make_avatar(), transport, watch])
     await run_test(
         pipeline,
-        frames_to_send=[
-            TTSSpeakFrame("Hello there, it is very nice to meet you today."),
-            SleepFrame(0.8),
-            VADUserStartedSpeakingFrame(),
-            SleepFrame(0.2),
-            VADUserStoppedSpeakingFrame(stop_secs=0.2),
-            SleepFrame(3.5),
-        ],
+        frames_to_send=short_reply_with_a_noise(),
     )
     assert transport.returned == 2, "the two unsent frames were taken back"
     said = audio_seconds([f for _, f in spoken.seen])
