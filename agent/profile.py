@@ -434,15 +434,14 @@ def _match_decisions(results: list[TurnResult], barge_ins: list[dict[str, Any]])
         if result.barge_onset is None or result.wall_barge_onset is None:
             continue
         after = [
-            b["decided"]
+            b
             for b in barge_ins
             if result.wall_barge_onset - 0.1 <= b["decided"] <= result.wall_barge_onset + 3.0
         ]
         if after:
-            decided = min(after)
-            result.decision_ms = max(0.0, (decided - result.wall_barge_onset) * 1000)
-            record = next(b for b in barge_ins if b["decided"] == decided)
-            result.server_interrupted = record.get("interrupted") is not None
+            first = min(after, key=lambda b: b["decided"])
+            result.decision_ms = max(0.0, (first["decided"] - result.wall_barge_onset) * 1000)
+            result.server_interrupted = first["interrupted"] is not None
 
 
 async def profile(
