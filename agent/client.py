@@ -18,10 +18,16 @@ from typing import Any
 
 import httpx
 import numpy as np
-from aiortc import AudioStreamTrack, MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
+from aiortc import (
+    AudioStreamTrack,
+    MediaStreamTrack,
+    RTCPeerConnection,
+    RTCRtpReceiver,
+    RTCSessionDescription,
+)
 from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 from aiortc.mediastreams import MediaStreamError
-from aiortc.rtp import RtpPacket
+from aiortc.rtp import RtcpSrPacket, RtpPacket
 from av import AudioFrame, VideoFrame
 
 from pipelines.webrtc import replace_jitter_buffers, shorten_audio_jitter_buffer
@@ -58,6 +64,40 @@ def complete_video_frames_on_marker(pc: RTCPeerConnection) -> int:
     return replace_jitter_buffers(
         pc, "video", lambda old: MarkerJitterBuffer(capacity=old.capacity, is_video=True)
     )
+
+
+class SenderClock:
+    """Maps one received stream's frame stamps to the sender's wall clock.
+
+    The sender's RTCP reports pair an RTP timestamp with the wall-clock time it was sent.
+    That is how a browser plays audio and video in step (lip sync): each frame is shown
+    with the audio sent at the same moment. aiortc's player does not do it, so the client
+    notes the reports here and the profiler places the frames itself.
+    """
+
+    def __init__(self, receiver: RTCRtpReceiver) -> None:
+        self._receiver = receiver
+        self._report: tuple[float, int] | None = None  # (sender seconds, RTP timestamp)
+        handle = receiver._handle_rtcp_packet
+
+        async def note_then_handle(packet: Any) -> None:
+            if isinstance(packet, RtcpSrPacket):
+                info = packet.sender_info
+                self._report = (info.ntp_timestamp / 2**32, info.rtp_timestamp)
+            await handle(packet)
+
+        receiver._handle_rtcp_packet = note_then_handle  # type: ignore[method-assign]
+
+    def sender_time(self, pts: int, clock_rate: int) -> float | None:
+        """Sender wall-clock seconds (NTP) of a decoded frame's ``pts``; None before the
+        first report."""
+        origin = getattr(self._receiver, "_RTCRtpReceiver__timestamp_mapper", None)
+        first = getattr(origin, "_origin", None)  # aiortc counts pts from the first packet
+        if self._report is None or first is None:
+            return None
+        sent_s, rtp = self._report
+        ticks = (pts + first - rtp + 2**31) % 2**32 - 2**31  # signed, across a wrap
+        return sent_s + ticks / clock_rate
 
 
 class MicrophoneTrack(AudioStreamTrack):
@@ -106,16 +146,21 @@ class MicrophoneTrack(AudioStreamTrack):
 
 @dataclass
 class Received:
-    """Media that arrived, each item with its arrival time (time.monotonic())."""
+    """Media that arrived, each item with its arrival time (time.monotonic()) and the
+    sender's wall-clock time it was sent at (NTP seconds, see SenderClock; None until the
+    sender's first report)."""
 
-    audio: list[tuple[float, np.ndarray, int]] = field(default_factory=list)  # (t, pcm, rate)
-    # (t, pts in seconds, rgb kept only with keep_video, video_probe's value or None)
-    video: list[tuple[float, float, np.ndarray | None, float | None]] = field(default_factory=list)
+    # (t, pcm, rate, sent)
+    audio: list[tuple[float, np.ndarray, int, float | None]] = field(default_factory=list)
+    # (t, pts in seconds, rgb kept only with keep_video, video_probe's value or None, sent)
+    video: list[tuple[float, float, np.ndarray | None, float | None, float | None]] = field(
+        default_factory=list
+    )
     messages: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
 
     def audio_seconds(self) -> float:
         """Total seconds of audio received."""
-        return sum(len(pcm) / rate for _, pcm, rate in self.audio)
+        return sum(len(pcm) / rate for _, pcm, rate, _ in self.audio)
 
 
 class AvatarClient:
@@ -159,7 +204,8 @@ class AvatarClient:
                 shorten_audio_jitter_buffer(self._pc, CLIENT_AUDIO_PREFETCH)
             else:
                 complete_video_frames_on_marker(self._pc)
-            self._spawn(self._read(track))
+            receiver = next(r for r in self._pc.getReceivers() if r.track is track)
+            self._spawn(self._read(track, SenderClock(receiver)))
 
         @self._pc.on("connectionstatechange")
         def _on_state() -> None:
@@ -180,16 +226,20 @@ class AvatarClient:
             self._channel.send("ping")
             await asyncio.sleep(1.0)
 
-    async def _read(self, track: MediaStreamTrack) -> None:
+    async def _read(self, track: MediaStreamTrack, clock: SenderClock) -> None:
         with contextlib.suppress(MediaStreamError):
             while True:
                 frame = await track.recv()
                 now = time.monotonic()
+                sent = None
+                if frame.pts is not None and frame.time_base is not None:
+                    rate = frame.time_base.denominator // frame.time_base.numerator
+                    sent = clock.sender_time(frame.pts, rate)
                 if isinstance(frame, AudioFrame):
                     pcm = frame.to_ndarray().reshape(-1)
                     if frame.layout.name == "stereo":
                         pcm = pcm.reshape(-1, 2).mean(axis=1).astype(np.int16)
-                    self.received.audio.append((now, pcm, frame.sample_rate))
+                    self.received.audio.append((now, pcm, frame.sample_rate, sent))
                 elif isinstance(frame, VideoFrame):
                     rgb = None
                     if self.keep_video or self.video_probe is not None:
@@ -198,7 +248,8 @@ class AvatarClient:
                     pts = now
                     if frame.pts is not None and frame.time_base is not None:
                         pts = float(frame.pts * frame.time_base)
-                    self.received.video.append((now, pts, rgb if self.keep_video else None, probe))
+                    kept = rgb if self.keep_video else None
+                    self.received.video.append((now, pts, kept, probe, sent))
 
     async def connect(self, timeout_s: float = 15.0) -> None:
         """Offer, apply the answer, and wait until media flows."""

@@ -30,6 +30,17 @@ class ServerSettings(BaseModel):
     log_level: Literal["TRACE", "DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="Log level."
     )
+    thread_switch_ms: float = Field(
+        1.0,
+        gt=0.0,
+        le=100.0,
+        description=(
+            "How long one Python thread may run before another gets a turn "
+            "(sys.setswitchinterval). Python's 5 ms default makes the avatar's render "
+            "thread and the speech synthesis wait on the busy event loop, which delays "
+            "a reply's first frame."
+        ),
+    )
 
 
 class Settings(BaseModel):

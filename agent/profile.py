@@ -109,6 +109,8 @@ class TurnResult:
     backchannel_end: float | None = None
     pause_ms: float | None = None  # backchannel: the reply's audio quiet, until it resumed
     av_offset_after_resume_ms: float | None = None  # backchannel: lip sync once resumed
+    # The same segments' offsets by arrival time, as a player without lip sync shows them.
+    av_offsets_arrival_ms: list[float] = field(default_factory=list)
     server_interrupted: bool | None = None  # the server's record of the barge-in decision
     audio_stop_ms: float | None = None
     mouth_close_ms: float | None = None
@@ -144,6 +146,11 @@ class Timeline:
     mouth: np.ndarray  # (M,) estimated jawOpen per frame
     pts: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (M,) video pts, s
     mouth_closed: float = MOUTH_CLOSED  # estimates at or below this count as a closed mouth
+    # When each frame and each received audio piece was sent (the sender's wall clock, NaN
+    # where unknown), and when the audio arrived: what a receiver needs for lip sync.
+    mouth_sent: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (M,)
+    audio_arrived: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (K,)
+    audio_sent: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (K,)
 
     @classmethod
     def from_received(cls, received: Received, start: float) -> Timeline:
@@ -156,21 +163,41 @@ class Timeline:
         end = max(audio_items[-1][0] if audio_items else start, start + 0.01)
         bins = int((end - start) * ENVELOPE_HZ) + 1
         energy, count = np.zeros(bins), np.zeros(bins)
-        for t, pcm, _rate in audio_items:
+        for t, pcm, _rate, _sent in audio_items:
             i = int((t - start) * ENVELOPE_HZ)
             samples = pcm.astype(np.float32) / 32768.0
             energy[i] += float(np.mean(samples**2))
             count[i] += 1
         audio = np.sqrt(energy / np.maximum(count, 1))
         video_items = received.video[bisect.bisect_left(received.video, start, key=_arrival) :]
-        video = [(t, pts, v) for t, pts, _, v in video_items if v is not None]
+        video = [(t, pts, v, sent) for t, pts, _, v, sent in video_items if v is not None]
         return cls(
             start=start,
             audio=audio,
-            mouth_t=np.array([t for t, _, _ in video]),
-            mouth=np.array([v for _, _, v in video]),
-            pts=np.array([pts for _, pts, _ in video]),
+            mouth_t=np.array([t for t, _, _, _ in video]),
+            mouth=np.array([v for _, _, v, _ in video]),
+            pts=np.array([pts for _, pts, _, _ in video]),
+            mouth_sent=np.array([np.nan if sent is None else sent for *_, sent in video]),
+            audio_arrived=np.array([t for t, *_ in audio_items]),
+            audio_sent=np.array([np.nan if sent is None else sent for *_, sent in audio_items]),
         )
+
+    def lip_synced_mouth_t(self, t0: float, t1: float) -> np.ndarray | None:
+        """When a lip-syncing receiver shows each frame, judged from the audio in [t0, t1].
+
+        A browser plays audio out of its jitter buffer and holds each video frame until
+        the audio sent at the same moment plays (it knows both send times from the
+        sender's RTCP reports): here, a frame is shown at its send time plus the audio's
+        median delay from send to arrival, or when it arrived if that is later. None
+        without send times.
+        """
+        inside = (self.audio_arrived >= t0) & (self.audio_arrived <= t1)
+        delays = (self.audio_arrived - self.audio_sent)[inside]
+        delays = delays[np.isfinite(delays)]
+        if delays.size == 0 or self.mouth_sent.size != self.mouth_t.size:
+            return None
+        shown = self.mouth_sent + float(np.median(delays))
+        return np.where(np.isfinite(shown), np.maximum(shown, self.mouth_t), self.mouth_t)
 
     def time_of(self, index: int) -> float:
         """Arrival time of a 10 ms audio bin."""
@@ -213,13 +240,23 @@ class Timeline:
                 return float(self.mouth_t[i])
         return None
 
-    def av_offset_ms(self, t0: float, t1: float, max_lag_s: float = 0.3) -> float | None:
-        """Lag of mouth motion behind the audio envelope in [t0, t1] (positive: video late)."""
+    def av_offset_ms(
+        self, t0: float, t1: float, max_lag_s: float = 0.3, *, lip_sync: bool = True
+    ) -> float | None:
+        """Lag of mouth motion behind the audio envelope in [t0, t1] (positive: video late).
+
+        With ``lip_sync``, frames are placed where a lip-syncing receiver (a browser) shows
+        them (:meth:`lip_synced_mouth_t`); without it, or without send times, where they
+        arrived.
+        """
         grid = np.arange(t0, t1, 1 / ENVELOPE_HZ)
         if grid.size < 50 or self.mouth_t.size < 10:
             return None
         audio = self.audio[[min(self.index_of(t), len(self.audio) - 1) for t in grid]]
-        mouth = np.interp(grid, self.mouth_t, self.mouth)
+        shown = self.lip_synced_mouth_t(t0, t1) if lip_sync else None
+        mouth_t = self.mouth_t if shown is None else shown
+        order = np.argsort(mouth_t, kind="stable")
+        mouth = np.interp(grid, mouth_t[order], self.mouth[order])
         audio, mouth = audio - audio.mean(), mouth - mouth.mean()
         if audio.std() == 0 or mouth.std() == 0:
             return None
@@ -370,9 +407,17 @@ def _measure_turns(turns: list[TurnResult], timeline: Timeline) -> None:
         if turn.reply_onset is None:
             continue
         turn.reply_end = timeline.quiet_from(turn.reply_onset, REPLY_SILENCE_S) or until
-        turn.av_offset_ms = timeline.av_offset_ms(turn.reply_onset, turn.reply_end)
+        turn.av_offset_ms = _av_offset(turn, timeline, turn.reply_onset, turn.reply_end)
         if turn.kind == "backchannel" and turn.barge_onset is not None:
             _measure_backchannel(turn, timeline, until)
+
+
+def _av_offset(turn: TurnResult, timeline: Timeline, t0: float, t1: float) -> float | None:
+    """Lip-synced A/V offset of a stretch of the reply; notes the arrival-time one too."""
+    arrival = timeline.av_offset_ms(t0, t1, lip_sync=False)
+    if arrival is not None:
+        turn.av_offsets_arrival_ms.append(arrival)
+    return timeline.av_offset_ms(t0, t1)
 
 
 def _measure_backchannel(turn: TurnResult, timeline: Timeline, until: float) -> None:
@@ -385,13 +430,14 @@ def _measure_backchannel(turn: TurnResult, timeline: Timeline, until: float) -> 
     halt = timeline.quiet_from(turn.barge_onset, 0.2)
     if halt is None or halt > turn.barge_onset + 1.0:
         return
-    turn.av_offset_ms = timeline.av_offset_ms(turn.reply_onset, halt)
+    turn.av_offsets_arrival_ms.clear()  # the whole reply's estimate mixed in the pause
+    turn.av_offset_ms = _av_offset(turn, timeline, turn.reply_onset, halt)
     resumed = timeline.onset_after(halt, min(until, halt + 3.0))
     if resumed is None:
         return
     turn.pause_ms = (resumed - halt) * 1000
     end = timeline.quiet_from(resumed, REPLY_SILENCE_S) or until
-    turn.av_offset_after_resume_ms = timeline.av_offset_ms(resumed, end)
+    turn.av_offset_after_resume_ms = _av_offset(turn, timeline, resumed, end)
 
 
 def _video_figures(timeline: Timeline, fps: int) -> dict[str, float]:
@@ -501,6 +547,7 @@ def build_report(
     end_to_end = [ms for r in results if (ms := r.end_to_end_ms) is not None]
     measured = [(r.av_offset_ms, r.av_offset_after_resume_ms) for r in results]
     av_offsets = [ms for pair in measured for ms in pair if ms is not None]
+    arrival = [ms for r in results for ms in r.av_offsets_arrival_ms]
     report: dict[str, Any] = {
         "turns": len(results),
         "stages": {name: _summary(values) for name, values in stages.items()},
@@ -508,6 +555,9 @@ def build_report(
         "av_offset_ms": _summary(av_offsets),
         # Lip sync is off by an offset either way: the budget holds this one.
         "av_offset_abs_p95_ms": _summary([abs(ms) for ms in av_offsets])["p95_ms"],
+        # As a player without lip sync would show the media (aiortc's own player).
+        "av_offset_arrival_ms": _summary(arrival),
+        "av_offset_arrival_abs_p95_ms": _summary([abs(ms) for ms in arrival])["p95_ms"],
         "interrupt_decision_ms": _summary(
             [r.decision_ms for r in results if r.barge_in and r.decision_ms is not None]
         ),
@@ -539,6 +589,7 @@ def build_report(
                 "interrupt_mouth_close_ms": r.mouth_close_ms,
                 "backchannel_pause_ms": r.pause_ms,
                 "av_offset_after_resume_ms": r.av_offset_after_resume_ms,
+                "av_offsets_arrival_ms": r.av_offsets_arrival_ms,
                 "server_stages_ms": m["stages_ms"] if m else {},
             }
             for r, m in zip(results, matched, strict=True)
@@ -599,7 +650,8 @@ def format_table(report: dict[str, Any]) -> str:
     lines.append(
         f"fps delivered {report['fps_delivered']}, frames dropped {report['frames_dropped']}, "
         f"pts drift {report['pts_drift_ms']} ms, |A/V offset| p95 "
-        f"{report['av_offset_abs_p95_ms']} ms, A/V offset trend "
+        f"{report['av_offset_abs_p95_ms']} ms lip-synced "
+        f"({report['av_offset_arrival_abs_p95_ms']} ms by arrival), A/V offset trend "
         f"{report['av_offset_trend_ms_per_min']} ms/min, interrupted audio after stop "
         f"{report['interrupted_audio_after_stop_ms']} ms"
     )

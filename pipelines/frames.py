@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pipecat.frames.frames import SystemFrame, TTSAudioRawFrame
+from pipecat.frames.frames import Frame, OutputImageRawFrame, SystemFrame, TTSAudioRawFrame
 
 from renderer.phonemes import PhonemeMark
 
@@ -41,3 +41,15 @@ class ReplyAudioReturnedFrame(SystemFrame):
 
     frames: int = 0
     epoch: int = 0
+
+
+@dataclass
+class AvatarImageFrame(Frame):
+    """An avatar image queued in line with the reply audio in the output transport.
+
+    It waits in the transport's audio queue behind the audio pushed before it (its own
+    frame's slice), so the image goes out as that audio does: the face is seen with the
+    voice it was drawn for, however much audio the outgoing track holds.
+    """
+
+    image: OutputImageRawFrame

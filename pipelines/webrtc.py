@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fractions
-import math
 import time
 from collections import deque
 from collections.abc import Callable
@@ -44,14 +43,15 @@ from pipecat.transports.smallwebrtc.transport import (
     SmallWebRTCTransport,
 )
 
-from pipelines.frames import ReplyAudioHoldFrame, ReplyAudioReturnedFrame
+from pipelines.frames import AvatarImageFrame, ReplyAudioHoldFrame, ReplyAudioReturnedFrame
 
 VIDEO_CLOCK_RATE = 90_000
 VIDEO_TIME_BASE = fractions.Fraction(1, VIDEO_CLOCK_RATE)
+# The avatar sends a frame every period; a gap this long means it stalled, and the last
+# frame goes out again so the stream stays alive (a shorter wait doubles late frames).
+REPEAT_AFTER_S = 0.25
 # Frames queued beyond this are stale: the producer ran ahead, so the oldest are dropped.
 MAX_QUEUED_FRAMES = 3
-# Falling this many periods behind means the loop stalled; jump to now instead of bursting.
-MAX_LAG_FRAMES = 5
 # aiortc's audio receiver holds 4 packets (80 ms) before releasing one. The server does
 # not play the user's audio out; it only feeds VAD, turn detection and STT, which want it
 # as soon as it arrives. A packet that comes out of order is dropped instead.
@@ -137,28 +137,38 @@ def _is_avatar_frame(frame: Frame) -> TypeGuard[OutputImageRawFrame]:
 def take_back_unsent_audio(queue: asyncio.Queue, track: ReplyAudioTrack, frame_samples: int) -> int:
     """Remove the newest queued reply audio, in whole frames of ``frame_samples``.
 
-    Unsent audio waits in two places: the output transport's queue of chunks (newest) and
-    the track's queue of 10 ms pieces (oldest, about to be sent). Only a contiguous run of
-    audio at the end is taken, so no other frame in the queue changes its place; the
-    futures of removed track pieces resolve, so a writer waiting on them goes on. Returns
-    the number of frames removed.
+    Unsent audio waits in two places: the output transport's queue of chunks (newest),
+    where each frame's image follows its audio, and the track's queue of 10 ms pieces
+    (oldest, about to be sent). Only a contiguous run of audio and images at the end is
+    taken, so no other frame in the queue changes its place; the images of the frames taken
+    go with them (they are drawn again when the reply resumes); the futures of removed
+    track pieces resolve, so a writer waiting on them goes on. Returns the number of frames
+    removed.
     """
     items = []
     while not queue.empty():
         items.append(queue.get_nowait())
         queue.task_done()
     pieces = track._chunk_queue  # (10 ms of PCM, future or None), oldest first
-    tail = 0  # audio items at the end of the transport queue
-    while tail < len(items) and isinstance(items[-1 - tail], OutputAudioRawFrame):
+    tail = 0  # audio and avatar images at the end of the transport queue
+    while tail < len(items) and isinstance(
+        items[-1 - tail], (OutputAudioRawFrame, AvatarImageFrame)
+    ):
         tail += 1
-    available = sum(len(item.audio) // 2 for item in items[len(items) - tail :])
+    run = items[len(items) - tail :]
+    available = sum(len(item.audio) // 2 for item in run if isinstance(item, OutputAudioRawFrame))
     reaches_track = tail == len(items)  # nothing else is queued after the track's pieces
     if reaches_track:
         available += sum(len(piece) // 2 for piece, _ in pieces)
     wanted = available // frame_samples * frame_samples
     taken = 0
-    while tail and taken + len(items[-1].audio) // 2 <= wanted:
-        taken += len(items.pop().audio) // 2
+    while tail and taken < wanted:
+        item = items[-1]
+        if isinstance(item, OutputAudioRawFrame):
+            if taken + len(item.audio) // 2 > wanted:
+                break
+            taken += len(item.audio) // 2
+        items.pop()
         tail -= 1
     while reaches_track and not items and pieces and taken + len(pieces[-1][0]) // 2 <= wanted:
         piece, future = pieces.pop()
@@ -170,8 +180,17 @@ def take_back_unsent_audio(queue: asyncio.Queue, track: ReplyAudioTrack, frame_s
     return taken // frame_samples
 
 
-class PacedVideoTrack(VideoStreamTrack):
-    """Sends avatar frames as they arrive, stamped on a drift-free slot grid at the fps."""
+class AvatarVideoTrack(VideoStreamTrack):
+    """Sends avatar frames the moment they arrive, each stamped with the time it is sent.
+
+    The avatar stage paces its frames at the fps already, so the track holds nothing
+    back: a frame kept waiting for a slot of a grid of the track's own reaches the viewer
+    behind the audio it was drawn for. The stamp is the send time on the 90 kHz video
+    clock (strictly increasing), so the receiver, which maps stamps to the sender's clock
+    through its reports, plays each frame in step with the audio sent with it. When no
+    frame comes for ``REPEAT_AFTER_S``, the last one goes out again: the stream never
+    stalls.
+    """
 
     def __init__(self, width: int, height: int, fps: int) -> None:
         super().__init__()
@@ -181,8 +200,7 @@ class PacedVideoTrack(VideoStreamTrack):
         self._clock_start: float | None = None
         self._arrived = asyncio.Event()  # a frame was queued
         self._last_sent = 0.0
-        self._phase = complex(1.0, 0.0)  # running mean of arrival phases, on the unit circle
-        self._index = 0
+        self._pts = -1
         self.frames_sent = 0
         self.frames_repeated = 0
         self.frames_dropped = 0
@@ -202,53 +220,31 @@ class PacedVideoTrack(VideoStreamTrack):
 
     async def recv(self) -> VideoFrame:  # type: ignore[override]
         """Return the next frame as soon as it is queued; repeat the last one if none comes
-        within a frame period and a half."""
-        period = 1.0 / self.fps
+        within ``REPEAT_AFTER_S``."""
         if self._clock_start is None:
             self._clock_start = time.monotonic()
         if not self._queue:
             self._arrived.clear()
-            timeout = self._last_sent + 1.5 * period - time.monotonic()
+            timeout = self._last_sent + REPEAT_AFTER_S - time.monotonic()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._arrived.wait(), max(timeout, 0.0))
-        now = time.monotonic()
-        slot = self._slot_at(now)
-        if slot > self._index + MAX_LAG_FRAMES:
-            self.frames_dropped += slot - self._index
-        self._index = max(self._index, slot)
-        if self._index > slot + 1:  # the producer ran ahead: wait for the slot's time
-            await asyncio.sleep((self._index - slot - 1) * period)
-
         if self._queue:
             rgb = np.frombuffer(self._queue.popleft(), np.uint8).reshape(self.height, self.width, 3)
             self._last = VideoFrame.from_ndarray(rgb, format="rgb24")
         else:
             self.frames_repeated += 1
-        frame = self._last
-        frame.pts = self._index * VIDEO_CLOCK_RATE // self.fps
-        frame.time_base = VIDEO_TIME_BASE
-        self._index += 1
-        self.frames_sent += 1
         self._last_sent = time.monotonic()
+        ticks = round((self._last_sent - self._clock_start) * VIDEO_CLOCK_RATE)
+        self._pts = max(ticks, self._pts + 1)
+        frame = self._last
+        frame.pts = self._pts
+        frame.time_base = VIDEO_TIME_BASE
+        self.frames_sent += 1
         return frame
-
-    def _slot_at(self, now: float) -> int:
-        """The clock slot for a frame sent at ``now``.
-
-        Slots are whole periods of the wall clock since the first frame, rounded around
-        the producer's phase (a running circular mean of where in the period frames
-        arrive), so steady arrivals never sit on a rounding edge.
-        """
-        assert self._clock_start is not None
-        periods = (now - self._clock_start) * self.fps
-        angle = 2 * math.pi * (periods % 1.0)
-        self._phase = 0.9 * self._phase + 0.1 * complex(math.cos(angle), math.sin(angle))
-        phase = math.atan2(self._phase.imag, self._phase.real) / (2 * math.pi)
-        return round(periods - phase)
 
 
 class _AvatarWebRTCClient(SmallWebRTCClient):
-    """SmallWebRTC client with a PacedVideoTrack and gap-free audio writes.
+    """SmallWebRTC client with a AvatarVideoTrack and gap-free audio writes.
 
     pipecat's client waits until the outgoing track has sent the last 10 ms of each write
     before it returns, so the next write must arrive within 10 ms; whenever the event
@@ -261,7 +257,7 @@ class _AvatarWebRTCClient(SmallWebRTCClient):
 
     def __init__(self, connection: SmallWebRTCConnection, callbacks) -> None:
         super().__init__(connection, callbacks)
-        self.video_track: PacedVideoTrack | None = None
+        self.video_track: AvatarVideoTrack | None = None
         self._previous_write: asyncio.Future | None = None
 
     async def write_audio_frame(self, frame: OutputAudioRawFrame) -> bool:
@@ -286,7 +282,7 @@ class _AvatarWebRTCClient(SmallWebRTCClient):
             self._audio_output_track = audio
             self._webrtc_connection.replace_audio_track(audio)
         if self._params and self._params.video_out_enabled:
-            self.video_track = PacedVideoTrack(
+            self.video_track = AvatarVideoTrack(
                 self._params.video_out_width,
                 self._params.video_out_height,
                 self._params.video_out_framerate,
@@ -305,15 +301,28 @@ class AvatarWebRTCOutputTransport(SmallWebRTCOutputTransport):
         if direction is FrameDirection.DOWNSTREAM and _is_avatar_frame(frame):
             # The avatar stage already paces its frames. pipecat's live-video task would
             # hold each one until a frame period after the previous one (about a period
-            # of extra latency, the lips behind the voice) after an executor hop.
+            # of extra latency, the lips behind the voice) after an executor hop. Instead
+            # the image waits in line behind its own audio, as pipecat's sync_with_audio
+            # images do, and goes out with it (write_transport_frame).
             await FrameProcessor.process_frame(self, frame, direction)  # observers
-            await self.write_video_frame(frame)
+            sender = self._media_senders.get(None)
+            if sender is None or not self._params.audio_out_enabled:
+                await self.write_video_frame(frame)
+            else:
+                await sender._audio_queue.put(AvatarImageFrame(frame))
             return
         await super().process_frame(frame, direction)
         if isinstance(frame, ReplyAudioHoldFrame):
             frames = self._take_back(frame)
             returned = ReplyAudioReturnedFrame(frames=frames, epoch=frame.epoch)
             await self.push_frame(returned, FrameDirection.UPSTREAM)
+
+    async def write_transport_frame(self, frame: Frame) -> None:
+        """An avatar image whose audio has gone to the track: send it now."""
+        if isinstance(frame, AvatarImageFrame):
+            await self.write_video_frame(frame.image)
+        else:
+            await super().write_transport_frame(frame)
 
     def _take_back(self, hold: ReplyAudioHoldFrame) -> int:
         sender = self._media_senders.get(None)
@@ -345,6 +354,6 @@ class AvatarWebRTCTransport(SmallWebRTCTransport):
         return self._output
 
     @property
-    def video_track(self) -> PacedVideoTrack | None:
+    def video_track(self) -> AvatarVideoTrack | None:
         """The outgoing video track, once a peer is connected."""
         return self._client.video_track  # type: ignore[attr-defined]

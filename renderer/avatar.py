@@ -393,13 +393,14 @@ class AvatarCore:
         self._prune_segments()
         return step
 
-    def render(self, motion: np.ndarray) -> np.ndarray:
+    def render(self, motion: np.ndarray, cancel: threading.Event | None = None) -> np.ndarray:
         """Pixels for a motion vector: (H, W, 3) uint8 RGB at the output size, drawn at the
-        quality level's size; safe to call from a worker thread."""
+        quality level's size; safe to call from a worker thread. Setting ``cancel`` calls
+        the drawing off (``DrawCancelled``)."""
         level = self._quality
         size = (level.draw_width, level.draw_height)
         renderer = self._renderers.get(size) or self._make_renderer(size)
-        image = renderer.render(motion)
+        image = renderer.render(motion, cancel)
         if renderer is not self._renderer:
             image = _upscale(image, self.height, self.width)
         return image

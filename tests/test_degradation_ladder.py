@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from itertools import pairwise
 
@@ -208,9 +209,11 @@ async def test_slowed_renderer_degrades_and_keeps_the_frame_rate_without_drift(
 ) -> None:
     draw = FaceRenderer.render
 
-    def slow_draw(self: FaceRenderer, motion: np.ndarray) -> np.ndarray:
+    def slow_draw(
+        self: FaceRenderer, motion: np.ndarray, cancel: threading.Event | None = None
+    ) -> np.ndarray:
         time.sleep(FULL_DRAW_S * (self.width * self.height) / (SIZE * SIZE))
-        return draw(self, motion)
+        return draw(self, motion, cancel)
 
     monkeypatch.setattr(FaceRenderer, "render", slow_draw)
     logged: list[tuple[float, str]] = []  # (when, message) of each quality change

@@ -29,7 +29,7 @@ async def test_call_streams_avatar_and_tears_down(tmp_path) -> None:
             video = client.received.video
             span = video[-1][0] - video[0][0]
             assert (len(video) - 1) / span > 20, f"{len(video)} frames in {span:.1f}s"
-            loud = [np.abs(pcm).max() for _, pcm, _ in client.received.audio]
+            loud = [np.abs(pcm).max() for _, pcm, _, _ in client.received.audio]
             assert max(loud) > 3000, "the greeting should be audible"
         finally:
             await client.close()

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 import time
 
+import numpy as np
 import pytest
 from pipecat.frames.frames import (
     ErrorFrame,
@@ -29,8 +31,9 @@ from pipecat.workers.runner import WorkerRunner
 
 from pipelines.config import TTSSettings
 from pipelines.frames import PhonemeAudioRawFrame
-from pipelines.speech.espeak import UnknownVoiceError, synthesize
-from pipelines.stages.tts import EspeakTTSService
+from pipelines.speech.espeak import SpeechChunk, UnknownVoiceError, synthesize
+from pipelines.stages.tts import MAX_FRAME_S, EspeakTTSService
+from renderer.phonemes import PhonemeMark
 
 REPLY = "Hello there, I am your avatar. It is nice to meet you!"
 LONG_REPLY = " ".join(["This sentence is here only to make the reply last a long while."] * 6)
@@ -61,10 +64,11 @@ async def test_speak_frame_gives_phoneme_audio_and_timed_words():
         pipeline_params=PipelineParams(enable_metrics=True),
     )
     audio = _audio(down)
-    assert len(audio) > 40
+    pushed = sum(f.num_frames for f in audio)
+    assert abs(pushed - len(synthesize(REPLY)[0])) < 0.01 * 22050  # all of it, once
     assert all(f.sample_rate == 22050 and f.num_channels == 1 for f in audio)
-    assert all(len(f.audio) == len(audio[0].audio) for f in audio[:-1])
-    assert abs(audio[0].num_frames / 22050 - 0.05) < 0.001
+    # Chunks already waiting go out together (how many are waiting depends on timing).
+    assert all(f.num_frames / 22050 < MAX_FRAME_S + 0.06 for f in audio)
     assert sum(len(f.phonemes) for f in audio) > 30
     assert len({f.context_id for f in audio}) == 1
 
@@ -181,3 +185,38 @@ async def test_settings_update_rejects_unknown_voice_and_keeps_speaking():
 def test_unknown_voice_fails_at_construction():
     with pytest.raises(UnknownVoiceError, match="en-us"):
         EspeakTTSService(TTSSettings(voice="elvish"))
+
+
+class _ReadySpeech:
+    """A synthesis whose chunks are all ready (it ran far ahead of the reader)."""
+
+    def __init__(self, chunks: list[SpeechChunk]) -> None:
+        self._chunks = list(chunks)
+
+    def poll(self) -> SpeechChunk | None:
+        return self._chunks.pop(0) if self._chunks else None
+
+
+def test_chunks_already_synthesised_go_out_joined_up_to_the_frame_limit() -> None:
+    tts = EspeakTTSService(TTSSettings(), max_lead_s=None)
+    chunk_s = 0.05
+    samples = round(22050 * chunk_s)
+    chunks = [
+        SpeechChunk(
+            np.full(samples, i, np.int16).tobytes(),
+            [PhonemeMark(f"p{i}", 0.01)],
+            [(f"w{i}", 0.02)],
+        )
+        for i in range(15)
+    ]
+    speech = _ReadySpeech(chunks[1:])
+    joined = tts._with_ready_chunks(speech, chunks[0])  # type: ignore[arg-type]
+    per_frame = math.ceil(MAX_FRAME_S * 22050 / samples)  # joined until it holds the limit
+    assert len(joined.audio) == per_frame * samples * 2
+    # Marks keep their place in the joined audio.
+    assert [m.ipa for m in joined.phonemes] == [f"p{i}" for i in range(per_frame)]
+    offsets = [m.offset_s for m in joined.phonemes]
+    assert offsets == pytest.approx([0.01 + i * samples / 22050 for i in range(per_frame)])
+    assert joined.words[3] == ("w3", pytest.approx(0.02 + 3 * samples / 22050))
+    rest = tts._with_ready_chunks(speech, speech.poll())  # type: ignore[arg-type]
+    assert len(rest.audio) == (15 - per_frame) * samples * 2, "what is left, when less"

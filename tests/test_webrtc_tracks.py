@@ -1,22 +1,24 @@
-"""The outgoing media tracks: audio that does not fall behind, video on a drift-free clock."""
+"""The outgoing media tracks: audio that does not fall behind, video sent the moment it comes."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 
 import numpy as np
 import pytest
 from aiortc.rtp import RtpPacket
 from pipecat.frames.frames import OutputImageRawFrame, TTSAudioRawFrame, TTSStoppedFrame
-from pipecat.processors.frame_processor import FrameDirection
+from pipecat.tests.utils import SleepFrame, run_test
 from pipecat.transports.base_transport import TransportParams
 from pipecat.utils.frame_queue import FrameQueue
 
 import pipelines.webrtc
 from agent.client import MarkerJitterBuffer
+from pipelines.frames import AvatarImageFrame
 from pipelines.webrtc import (
+    AvatarVideoTrack,
     AvatarWebRTCOutputTransport,
-    PacedVideoTrack,
     ReplyAudioTrack,
     take_back_unsent_audio,
 )
@@ -126,22 +128,30 @@ def _image(value: int, size: int = 8) -> OutputImageRawFrame:
     return OutputImageRawFrame(pixels, (size, size), "RGB")
 
 
-async def test_video_frames_are_stamped_on_consecutive_slots_of_the_fps_clock() -> None:
-    track = PacedVideoTrack(8, 8, fps=25)
-    stamps = []
+async def test_video_frames_go_out_at_once_stamped_with_their_send_time() -> None:
+    track = AvatarVideoTrack(8, 8, fps=25)
+    sent, stamps = [], []
     for i in range(10):
         track.add_video_frame(_image(i))
-        frame = await track.recv()
-        stamps.append(frame.pts)
+        if i == 5:
+            track.add_video_frame(_image(50))  # two at once: the second is not held back
+        while track._queue:
+            began = time.monotonic()
+            frame = await track.recv()
+            assert time.monotonic() - began < 0.01
+            sent.append(time.monotonic())
+            stamps.append(frame.pts)
         await asyncio.sleep(0.04)
+    assert track.frames_sent == 11 and track.frames_repeated == 0
     steps = np.diff(stamps)
-    # 3600 ticks of the 90 kHz clock per frame; a slot may be skipped when the loop is slow.
-    assert np.all(steps % 3600 == 0) and np.all(steps >= 3600)
-    assert track.frames_sent == 10
+    assert np.all(steps >= 1), "stamps strictly increase"
+    # Each stamp is its send time on the 90 kHz clock, to within a millisecond.
+    elapsed = (np.array(stamps) - stamps[0]) / 90_000
+    assert np.allclose(elapsed, np.array(sent) - sent[0], atol=0.001)
 
 
 async def test_video_track_repeats_the_last_frame_when_none_arrives() -> None:
-    track = PacedVideoTrack(8, 8, fps=25)
+    track = AvatarVideoTrack(8, 8, fps=25)
     track.add_video_frame(_image(7))
     first_pts = (await track.recv()).pts  # the track reuses its frame object
     second = await asyncio.wait_for(track.recv(), 1.0)
@@ -151,31 +161,77 @@ async def test_video_track_repeats_the_last_frame_when_none_arrives() -> None:
 
 
 def test_video_track_rejects_a_frame_of_the_wrong_size() -> None:
-    track = PacedVideoTrack(8, 8, fps=25)
+    track = AvatarVideoTrack(8, 8, fps=25)
     with pytest.raises(ValueError, match="video frame is 4x4, the track sends 8x8"):
         track.add_video_frame(_image(1, size=4))
 
 
 class _RecordingClient:
+    """Stands in for the WebRTC client: notes what is written; audio takes 20 ms to send."""
+
     def __init__(self) -> None:
-        self.frames: list[OutputImageRawFrame] = []
+        self.written: list[tuple[str, int]] = []
+
+    async def setup(self, *_: object) -> None:
+        pass
+
+    async def connect(self) -> None:
+        pass
+
+    async def disconnect(self) -> None:
+        pass
+
+    async def write_audio_frame(self, frame: TTSAudioRawFrame) -> bool:
+        self.written.append(("audio", int(np.frombuffer(frame.audio, np.int16)[0])))
+        await asyncio.sleep(0.02)
+        return True
 
     async def write_video_frame(self, frame: OutputImageRawFrame) -> bool:
-        self.frames.append(frame)
+        self.written.append(("image", frame.image[0]))
         return True
 
 
-async def test_avatar_frames_go_to_the_track_at_once_not_through_pipecats_pacing() -> None:
+async def test_an_avatar_image_goes_out_with_its_audio_not_through_pipecats_pacing() -> None:
     client = _RecordingClient()
-    params = TransportParams(video_out_enabled=True, video_out_is_live=True)
+    params = TransportParams(
+        audio_out_enabled=True,
+        audio_out_sample_rate=RATE,
+        audio_out_10ms_chunks=2,
+        video_out_enabled=True,
+        video_out_is_live=True,
+        video_out_width=8,
+        video_out_height=8,
+    )
     output = AvatarWebRTCOutputTransport(client, params)  # type: ignore[arg-type]
-    frame = _image(5)
-    await output.process_frame(frame, FrameDirection.DOWNSTREAM)
-    assert client.frames == [frame], "written by the time process_frame returns"
-    synced = _image(6)
-    synced.sync_with_audio = True  # must wait behind its audio: pipecat's path
-    await output.process_frame(synced, FrameDirection.DOWNSTREAM)
-    assert client.frames == [frame]
+    frames = [
+        TTSAudioRawFrame(_speech(4, value=1), RATE, 1),  # one avatar frame: 40 ms, then its image
+        _image(5),
+        TTSAudioRawFrame(_speech(4, value=2), RATE, 1),
+        _image(6),
+        SleepFrame(0.3),
+    ]
+    await run_test(output, frames_to_send=frames)
+    ending = [item for item in client.written[6:] if item != ("audio", 0)]
+    assert not ending, "only the closing silence follows"
+    assert client.written[:6] == [
+        ("audio", 1),
+        ("audio", 1),
+        ("image", 5),
+        ("audio", 2),
+        ("audio", 2),
+        ("image", 6),
+    ]
+
+
+async def test_take_back_drops_the_images_of_the_frames_it_takes() -> None:
+    queue, track = FrameQueue(), ReplyAudioTrack(RATE)
+    older, newer = AvatarImageFrame(_image(1)), AvatarImageFrame(_image(2))
+    for item in (_chunk(2), older, _chunk(3), _chunk(4), newer):
+        queue.put_nowait(item)
+    # 60 ms unsent: the newest frame (two chunks) goes, with its image; the older stays.
+    assert take_back_unsent_audio(queue, track, FRAME) == 1
+    kept = list(queue._queue)
+    assert len(kept) == 2 and kept[1] is older
 
 
 def _packet(seq: int, timestamp: int, marker: bool, data: bytes) -> RtpPacket:

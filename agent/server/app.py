@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -31,6 +32,9 @@ def _error(status: int, message: str) -> JSONResponse:
 
 def create_app(settings: Settings, sessions: SessionManager | None = None) -> FastAPI:
     """Build the app; ``sessions`` lets tests inject a manager with a lighter pipeline."""
+    # Process-wide: the calls' render and synthesis threads must not queue behind the
+    # event loop for the interpreter lock (see ServerSettings.thread_switch_ms).
+    sys.setswitchinterval(settings.server.thread_switch_ms / 1000)
     manager = sessions or SessionManager(settings)
     if should_offer_loopback(settings.server.ice_loopback, settings.server.host):
         offer_loopback_candidates()

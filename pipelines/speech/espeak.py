@@ -113,6 +113,20 @@ class SpeechChunk:
         """Length of the audio in seconds."""
         return len(self.audio) / 2 / SAMPLE_RATE
 
+    @classmethod
+    def join(cls, chunks: list[SpeechChunk]) -> SpeechChunk:
+        """One chunk of consecutive chunks' audio, their marks timed from its start."""
+        if len(chunks) == 1:
+            return chunks[0]
+        phonemes: list[PhonemeMark] = []
+        words: list[tuple[str, float]] = []
+        start = 0.0
+        for chunk in chunks:
+            phonemes += [PhonemeMark(m.ipa, m.offset_s + start) for m in chunk.phonemes]
+            words += [(word, offset + start) for word, offset in chunk.words]
+            start += chunk.duration_s
+        return cls(b"".join(c.audio for c in chunks), phonemes, words)
+
 
 class _Library:
     """The process-wide libespeak-ng; every call goes through ``_SYNTH_LOCK``."""

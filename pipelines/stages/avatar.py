@@ -24,6 +24,7 @@ hands back (``ReplyAudioReturnedFrame``) are rewound into the core and play agai
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -47,6 +48,7 @@ from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
 from pipelines.frames import PhonemeAudioRawFrame, ReplyAudioHoldFrame, ReplyAudioReturnedFrame
 from renderer.avatar import AvatarCore
+from renderer.frames.face import DrawCancelled
 from renderer.ladder import DegradationLadder
 
 # After a sound that did not become a turn, wait this long (for a late turn start from
@@ -92,9 +94,14 @@ class AvatarStage(FrameProcessor):
         self._drained = asyncio.Event()
         # Set when speech can start while the clock is between frames without audio.
         self._speech_ready = asyncio.Event()
+        # Set to call off the image being drawn for a frame without speech audio.
+        self._idle_draw: threading.Event | None = None
+        self._image: bytes | None = None  # the last image, repeated on frames not drawn
+        self._image_motion: np.ndarray | None = None  # the motion that image shows
         self._playing = False  # the last frame carried audio
         self.frames_rendered = 0  # frames pushed (one per period)
         self.frames_drawn = 0  # of those, newly drawn images (the rest repeat the last)
+        self.draws_called_off = 0  # images without speech given up for a speech frame
         self.frames_late = 0
         settings = core.settings
         self.ladder: DegradationLadder | None = None
@@ -159,18 +166,26 @@ class AvatarStage(FrameProcessor):
             phonemes = frame.phonemes if isinstance(frame, PhonemeAudioRawFrame) else ()
             self._core.push_audio(frame.audio, frame.sample_rate, phonemes)
             self._drained.clear()
-            if not self._playing and self._core.audio_ready:
-                self._speech_ready.set()  # start the reply now, not at the next idle tick
+            self._start_speech_if_ready()
         else:
             if isinstance(frame, TTSStoppedFrame):
                 self._core.end_segment()
             await self._push_in_order(frame)
+
+    def _start_speech_if_ready(self) -> None:
+        """Start speech now, not at the next idle tick: wake the clock, and call off an
+        image being drawn without speech (the speech frame takes its place)."""
+        if not self._playing and self._core.audio_ready:
+            self._speech_ready.set()
+            if self._idle_draw is not None:
+                self._idle_draw.set()
 
     async def _resume_later(self) -> None:
         """No turn followed the sound: carry on with the reply where it stopped."""
         await asyncio.sleep(self._resume_after_s)
         self._resume_task = None
         self._core.resume()
+        self._start_speech_if_ready()
         logger.debug(f"{self}: no turn followed the sound; reply resumed")
 
     async def _cancel_resume(self) -> None:
@@ -235,40 +250,18 @@ class AvatarStage(FrameProcessor):
     async def _run_clock(self) -> None:
         loop = asyncio.get_running_loop()
         period = 1.0 / self._core.fps
-        width, height = self._core.width, self._core.height
         start, index = loop.time(), 0
-        image: bytes | None = None  # the last image, repeated on frames not drawn
         while True:
             try:
-                epoch = self._epoch
-                self._rewind_returned()
-                began = time.perf_counter()
-                step = self._core.advance()
-                work_s = time.perf_counter() - began
-                self._playing = bool(step.audio)
-                if step.draw or image is None:
-                    drawn, draw_s = await loop.run_in_executor(
-                        self._executor, self._draw, step.motion
-                    )
-                    image, work_s = drawn, work_s + draw_s
-                    self.frames_drawn += 1
-                if step.audio and epoch == self._epoch:
-                    if self._core.paused:  # paused while drawing: this audio was never sent
-                        self._core.rewind(1)
-                    else:
-                        await self.push_frame(
-                            TTSAudioRawFrame(step.audio, self._core.sample_rate, 1)
-                        )
-                await self.push_frame(OutputImageRawFrame(image, (width, height), "RGB"))
-                self.frames_rendered += 1
-                self._observe_work(work_s)
-                await self._release_held()
-                if not self._held and self._core.samples_played >= self._core.samples_pushed:
-                    self._drained.set()
+                sent = await self._frame()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # keep the face alive; one bad frame must not end the call
                 logger.exception(f"{self}: frame {index} failed: {exc}")
+                sent = True
+            if not sent:  # the frame gave way to speech that is ready now
+                start, index = loop.time(), 0
+                continue
             index += 1
             delay = start + index * period - loop.time()
             if delay > 0:
@@ -283,6 +276,52 @@ class AvatarStage(FrameProcessor):
                     logger.debug(late)
                 start, index = loop.time(), 0
 
+    async def _frame(self) -> bool:
+        """One frame period: advance the core, draw if the image changes, push the frame.
+
+        Returns False when the frame's image was called off because speech became ready
+        while it was drawn: nothing is pushed, and the speech frame goes out at once.
+        """
+        epoch = self._epoch
+        self._rewind_returned()
+        began = time.perf_counter()
+        step = self._core.advance()
+        work_s = time.perf_counter() - began
+        self._playing = bool(step.audio)
+        unchanged = self._image_motion is not None and np.array_equal(
+            step.motion, self._image_motion
+        )
+        if self._image is None or (step.draw and not unchanged):
+            # Only an image without speech may be called off (for speech).
+            cancel = threading.Event() if self._image is not None and not step.audio else None
+            self._idle_draw = cancel
+            try:
+                loop = asyncio.get_running_loop()
+                drawn, draw_s = await loop.run_in_executor(
+                    self._executor, self._draw, step.motion, cancel
+                )
+            finally:
+                self._idle_draw = None
+            if drawn is None:
+                self.draws_called_off += 1
+                return False
+            self._image, self._image_motion = drawn, step.motion
+            work_s += draw_s
+            self.frames_drawn += 1
+        if step.audio and epoch == self._epoch:
+            if self._core.paused:  # paused while drawing: this audio was never sent
+                self._core.rewind(1)
+            else:
+                await self.push_frame(TTSAudioRawFrame(step.audio, self._core.sample_rate, 1))
+        size = (self._core.width, self._core.height)
+        await self.push_frame(OutputImageRawFrame(self._image, size, "RGB"))
+        self.frames_rendered += 1
+        self._observe_work(work_s)
+        await self._release_held()
+        if not self._held and self._core.samples_played >= self._core.samples_pushed:
+            self._drained.set()
+        return True
+
     def _rewind_returned(self) -> None:
         """Put the frames the transport handed back after a pause back into the core.
 
@@ -294,14 +333,19 @@ class AvatarStage(FrameProcessor):
             taken = self._core.rewind(frames)
             logger.debug(f"{self}: took back {taken} unsent frames of the paused reply")
 
-    def _draw(self, motion: np.ndarray) -> tuple[bytes, float]:
-        """Render thread: the frame's pixels and how long drawing took.
+    def _draw(
+        self, motion: np.ndarray, cancel: threading.Event | None
+    ) -> tuple[bytes | None, float]:
+        """Render thread: the frame's pixels (None if called off) and how long drawing took.
 
         Timed here rather than around the await, so a busy event loop is not mistaken
         for a slow renderer by the degradation ladder.
         """
         began = time.perf_counter()
-        image = self._core.render(motion).tobytes()
+        try:
+            image: bytes | None = self._core.render(motion, cancel).tobytes()
+        except DrawCancelled:
+            image = None
         return image, time.perf_counter() - began
 
     async def _wait_for_speech(self, timeout_s: float) -> bool:

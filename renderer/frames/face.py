@@ -36,6 +36,10 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+class DrawCancelled(Exception):
+    """``render`` was called off midway: the frame it was drawing is no longer wanted."""
+
+
 class FaceRenderer:
     """Draws the procedural face for a motion vector; ``render`` is thread-safe."""
 
@@ -57,8 +61,12 @@ class FaceRenderer:
         # shared, but serialising keeps CPU use predictable (one frame at a time).
         self._lock = threading.Lock()
 
-    def render(self, motion: np.ndarray) -> np.ndarray:
-        """Draw one frame: (MOTION_DIM,) float motion -> (H, W, 3) contiguous uint8 RGB."""
+    def render(self, motion: np.ndarray, cancel: threading.Event | None = None) -> np.ndarray:
+        """Draw one frame: (MOTION_DIM,) float motion -> (H, W, 3) contiguous uint8 RGB.
+
+        When ``cancel`` is set from another thread, drawing stops at the next layer and
+        raises :class:`DrawCancelled`, so the thread is free for a frame that matters more.
+        """
         m = np.asarray(motion, dtype=np.float32)
         if m.shape != (MOTION_DIM,):
             raise ValueError(f"motion must have shape ({MOTION_DIM},), got {m.shape}")
@@ -72,11 +80,16 @@ class FaceRenderer:
             cv = Canvas(self.grid, img, pose, box)
             hs = self.head.shape(pose, float(np.clip(m[IDX["jawOpen"]], 0.0, 1.0)))
             self.head.draw_back(cv, hs)
+            _check(cancel)
             head_cov = self.head.draw_skin(cv, hs)
+            _check(cancel)
             self.details.draw_cheeks(cv, m)
             self.details.draw_nose(cv)
+            _check(cancel)
             self.mouth.draw(cv, m)
+            _check(cancel)
             self.eyes.draw(cv, m)
+            _check(cancel)
             self.head.draw_front(cv, head_cov)
             out = self.static.image_u8.clone()  # (H, W, 3)
             out[r0:r1, c0:c1] = to_uint8(img)
@@ -88,3 +101,8 @@ class FaceRenderer:
         mx = 0.2 * abs(math.sin(pose.yaw))
         my = 0.2 * abs(math.sin(pose.pitch))
         return HeadTransform(pose).pixel_box(self.grid, x0 - mx, x1 + mx, y0 - my, y1 + my)
+
+
+def _check(cancel: threading.Event | None) -> None:
+    if cancel is not None and cancel.is_set():
+        raise DrawCancelled
