@@ -182,6 +182,11 @@ class Timeline:
             audio_sent=np.array([np.nan if sent is None else sent for *_, sent in audio_items]),
         )
 
+    @property
+    def has_send_times(self) -> bool:
+        """True when frames and audio carry send times (so A/V can be lip-synced)."""
+        return bool(np.isfinite(self.mouth_sent).any() and np.isfinite(self.audio_sent).any())
+
     def lip_synced_mouth_t(self, t0: float, t1: float) -> np.ndarray | None:
         """When a lip-syncing receiver shows each frame, judged from the audio in [t0, t1].
 
@@ -444,8 +449,10 @@ def _video_figures(timeline: Timeline, fps: int) -> dict[str, float]:
     t, pts = timeline.mouth_t, timeline.pts
     if t.size < 2:
         return {"fps_delivered": 0.0, "frames_dropped": 0, "pts_drift_ms": 0.0}
-    steps = np.round(np.diff(pts) * fps)
-    dropped = int(np.clip(steps - 1, 0, None).sum())
+    # Frames are stamped with their send time: the frames missing from the fps over the
+    # call (a stall, or the phase the avatar's clock gives up when a reply starts).
+    expected = (pts[-1] - pts[0]) * fps + 1
+    dropped = max(0, round(expected - pts.size))
     # Drift: how far the pts clock and the arrival clock drifted apart over the session.
     half = t.size // 2
     offset_start = float(np.median(t[:half] - pts[:half]))
@@ -555,6 +562,8 @@ def build_report(
         "av_offset_ms": _summary(av_offsets),
         # Lip sync is off by an offset either way: the budget holds this one.
         "av_offset_abs_p95_ms": _summary([abs(ms) for ms in av_offsets])["p95_ms"],
+        # Whether the offsets above are lip-synced: the sender's reports gave send times.
+        "av_offset_lip_synced": timeline.has_send_times,
         # As a player without lip sync would show the media (aiortc's own player).
         "av_offset_arrival_ms": _summary(arrival),
         "av_offset_arrival_abs_p95_ms": _summary([abs(ms) for ms in arrival])["p95_ms"],
@@ -650,7 +659,8 @@ def format_table(report: dict[str, Any]) -> str:
     lines.append(
         f"fps delivered {report['fps_delivered']}, frames dropped {report['frames_dropped']}, "
         f"pts drift {report['pts_drift_ms']} ms, |A/V offset| p95 "
-        f"{report['av_offset_abs_p95_ms']} ms lip-synced "
+        f"{report['av_offset_abs_p95_ms']} ms "
+        f"{'lip-synced' if report['av_offset_lip_synced'] else 'by arrival (no send times)'} "
         f"({report['av_offset_arrival_abs_p95_ms']} ms by arrival), A/V offset trend "
         f"{report['av_offset_trend_ms_per_min']} ms/min, interrupted audio after stop "
         f"{report['interrupted_audio_after_stop_ms']} ms"

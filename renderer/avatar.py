@@ -334,6 +334,12 @@ class AvatarCore:
         # A streaming source must have the frame's motion before its audio may play.
         return has_frame and (self._streaming is None or self._streaming.ready())
 
+    def prefetch_motion(self) -> None:
+        """Generate the motion the next ``advance`` needs now, when the caller has time to
+        spare (the render thread is busy), so that ``advance`` itself is quick."""
+        if isinstance(self._streaming, LearnedMotion) and not self._paused:
+            self._streaming.prefetch()
+
     def advance(self) -> FrameStep:
         """One frame period: take a frame of audio (or none on underrun/idle), run motion."""
         if self._paused and self._last_motion is not None:

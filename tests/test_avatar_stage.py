@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import threading
 import time
 
 import numpy as np
@@ -28,6 +29,7 @@ from pipelines.stages.avatar import AvatarStage
 from pipelines.stages.tts import EspeakTTSService
 from renderer.avatar import AvatarCore
 from renderer.config import AvatarSettings
+from renderer.frames.face import DrawCancelled, FaceRenderer
 from renderer.motion.space import IDX
 from renderer.phonemes import PhonemeMark
 from tests.helpers.frames import Timestamps
@@ -237,3 +239,35 @@ def test_pause_relaxes_the_mouth_and_keeps_the_audio() -> None:
     core.resume()
     assert core.advance().audio, "speech continues where it stopped"
     assert core.samples_played == played + SAMPLE_RATE // 25
+
+
+async def test_speech_calls_off_an_idle_image_being_drawn(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Idle images take 500 ms here; reply audio arriving meanwhile does not wait for one."""
+    draw = FaceRenderer.render
+
+    def slow_idle_draw(
+        self: FaceRenderer, motion: np.ndarray, cancel: threading.Event | None = None
+    ) -> np.ndarray:
+        for _ in range(50 if cancel is not None else 0):  # only images without speech
+            time.sleep(0.01)
+            if cancel.is_set():
+                raise DrawCancelled
+        return draw(self, motion, cancel)
+
+    monkeypatch.setattr(FaceRenderer, "render", slow_idle_draw)
+    avatar, into, out = make_avatar(), Timestamps(), Timestamps()
+    speech = np.full(SAMPLE_RATE // 2, 3000, np.int16).tobytes()  # 0.5 s
+    await run_test(
+        Pipeline([into, avatar, out]),
+        frames_to_send=[
+            SleepFrame(0.3),
+            TTSAudioRawFrame(speech, SAMPLE_RATE, 1),
+            TTSStoppedFrame(),
+            SleepFrame(0.8),
+        ],
+    )
+    arrived = next(t for t, f in into.seen if isinstance(f, TTSAudioRawFrame))
+    first_out = next(t for t, f in out.seen if isinstance(f, TTSAudioRawFrame))
+    assert avatar.draws_called_off == 1
+    # An idle image was being drawn until about 0.5 s; the reply did not wait for it.
+    assert first_out - arrived < 0.15, first_out - arrived

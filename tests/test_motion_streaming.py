@@ -53,6 +53,20 @@ def test_frames_come_out_as_soon_as_a_chunk_and_its_lookahead_are_in(model) -> N
     assert gen.take().shape == (cfg.chunk, MOTION_DIM)
 
 
+def test_prefetch_computes_the_due_chunk_early_and_changes_nothing(model) -> None:  # type: ignore[no-untyped-def]
+    audio = noise_audio(1.0)
+    lazy, eager = MotionGenerator(model, steps=2, seed=3), MotionGenerator(model, steps=2, seed=3)
+    for gen in (lazy, eager):
+        gen.push(audio[:4000], SR)  # not yet a chunk and its lookahead
+    assert not eager.prefetch(), "nothing is due before the chunk's audio is in"
+    for gen in (lazy, eager):
+        gen.push(audio[4000:], SR)
+    assert eager.prefetch() and eager.chunks_computed == 1
+    assert not eager.prefetch(), "the next frame's motion is already there"
+    np.testing.assert_array_equal(eager.take(), lazy.take())
+    assert eager.chunks_computed == lazy.chunks_computed
+
+
 def test_any_rate_and_int16_input(model) -> None:  # type: ignore[no-untyped-def]
     pcm, rate = speech("One two three.")
     out = generate(model, pcm, rate, steps=1, seed=0, piece_s=0.05)

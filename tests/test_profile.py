@@ -52,6 +52,8 @@ def test_profile_two_turns_writes_a_complete_report(tmp_path, capsys) -> None:
     assert isinstance(report["frames_dropped"], int)
     assert "av_offset_trend_ms_per_min" in report  # None with fewer than 3 measured turns
     assert "av_offset_abs_p95_ms" in report  # what the av_offset budget holds
+    assert report["av_offset_lip_synced"] is True, "the sender's reports gave send times"
+    assert set(report["av_offset_arrival_ms"]) == SUMMARY_KEYS
     barge_in = {"interrupt_decision", "interrupt_audio_stop", "interrupt_mouth_close"}
     assert set(report["budgets"]) == stages | {"end_to_end", "av_offset"} | barge_in
     assert isinstance(report["violations"], list)
@@ -173,3 +175,26 @@ def test_av_offset_estimator_reads_the_lag_of_the_mouth_behind_the_voice(
     timeline = Timeline(start=0.0, audio=loudness, mouth_t=frame_t + video_late_s, mouth=mouth)
     offset = timeline.av_offset_ms(0.0, len(loudness) / 100)
     assert offset is not None and abs(offset - video_late_s * 1000) <= 20, offset
+
+
+def test_av_offset_places_frames_as_a_lip_syncing_receiver_shows_them() -> None:
+    """Audio waits 50 ms in the receiver's jitter buffer, video 5 ms: a player without lip
+    sync shows the face 45 ms early; one that syncs on send times shows it in step."""
+    from agent.profile import Timeline
+
+    loudness, frame_t, mouth = _rendered_reply()
+    arrived = np.arange(len(loudness)) / 100  # one received audio piece per 10 ms bin
+    timeline = Timeline(
+        start=0.0,
+        audio=loudness,
+        mouth_t=frame_t - 0.045,
+        mouth=mouth,
+        mouth_sent=frame_t - 0.05,
+        audio_arrived=arrived,
+        audio_sent=arrived - 0.05,
+    )
+    end = len(loudness) / 100
+    by_arrival = timeline.av_offset_ms(0.0, end, lip_sync=False)
+    synced = timeline.av_offset_ms(0.0, end)
+    assert by_arrival is not None and abs(by_arrival + 45) <= 20, by_arrival
+    assert synced is not None and abs(synced) <= 20, synced

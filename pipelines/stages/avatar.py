@@ -179,6 +179,9 @@ class AvatarStage(FrameProcessor):
             self._speech_ready.set()
             if self._idle_draw is not None:
                 self._idle_draw.set()
+                # While the render thread gives the image up, the first speech frame's
+                # motion can be made.
+                self._core.prefetch_motion()
 
     async def _resume_later(self) -> None:
         """No turn followed the sound: carry on with the reply where it stopped."""

@@ -95,6 +95,10 @@ class LearnedMotion:
         """True when the next frame's motion can be produced now."""
         return self.generator.can_take()
 
+    def prefetch(self) -> None:
+        """Generate the next frames' motion now if it is due and its audio is in."""
+        self.generator.prefetch()
+
     def next_motion(self, speaking: bool) -> np.ndarray:
         """Motion for this frame: the next one on the timeline, or the last one again
         while the core waits for audio (an underrun)."""

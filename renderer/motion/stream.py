@@ -253,6 +253,14 @@ class MotionGenerator:
         self._forget_old()
         return out
 
+    def prefetch(self) -> bool:
+        """Compute the next chunk now if the next frame to hand out needs it and its audio
+        is in (what ``take`` would do lazily); True if a chunk was computed."""
+        if self._motion.end > self._taken or self.frames_ready() <= 0:
+            return False
+        self._compute_chunk()
+        return True
+
     def last_frame(self) -> np.ndarray:
         """The last frame handed out (neutral before the first)."""
         return self._last
