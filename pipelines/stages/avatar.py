@@ -5,7 +5,10 @@ releases it one video frame period at a time, each slice together with the frame
 for it, so audio never runs ahead of the face. Other frames that arrived behind some audio
 (words, TTSStoppedFrame, the end of the LLM response) wait in order and leave right after
 the audio before them has gone. When nothing is spoken the clock keeps drawing idle
-frames, so the video track never stalls.
+frames, so the video track never stalls. A reply does not wait for an idle image: one
+still being drawn when the reply's audio is ready is called off (the render thread stops
+at its next layer) and the reply's first frame takes its place. An image whose motion has
+not changed (the face held while audio is late) is not drawn again.
 
 The clock times each frame's work (motion and drawing) and feeds it to the degradation
 ladder (``renderer/ladder.py``), which steps the core's quality down when frames fall
