@@ -234,15 +234,20 @@ class Timeline:
         lo, hi = self.index_of(t0), min(self.index_of(t1), len(self.audio))
         return float((self.audio[lo:hi] >= LOUD).sum()) / ENVELOPE_HZ
 
-    def mouth_closed_from(self, t: float, hold_s: float = 0.2) -> float | None:
-        """First time after ``t`` the mouth is closed and stays closed for ``hold_s``."""
-        after = np.nonzero(self.mouth_t >= t)[0]
-        for i in after:
+    def mouth_closed_from(
+        self, t: float, hold_s: float = 0.2, *, lip_sync: bool = True
+    ) -> float | None:
+        """First time after ``t`` the mouth is seen closed and stays closed for ``hold_s``;
+        with ``lip_sync``, seen when a lip-syncing receiver shows the frames (see
+        :meth:`lip_synced_mouth_t`; by arrival without send times)."""
+        shown = self.lip_synced_mouth_t(t - 2.0, t + 2.0) if lip_sync else None
+        mouth_t = self.mouth_t if shown is None else shown
+        for i in np.nonzero(mouth_t >= t)[0]:
             if self.mouth[i] > self.mouth_closed:
                 continue
-            window = (self.mouth_t >= self.mouth_t[i]) & (self.mouth_t <= self.mouth_t[i] + hold_s)
+            window = (mouth_t >= mouth_t[i]) & (mouth_t <= mouth_t[i] + hold_s)
             if np.all(self.mouth[window] <= self.mouth_closed):
-                return float(self.mouth_t[i])
+                return float(mouth_t[i])
         return None
 
     def av_offset_ms(

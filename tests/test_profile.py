@@ -198,3 +198,22 @@ def test_av_offset_places_frames_as_a_lip_syncing_receiver_shows_them() -> None:
     synced = timeline.av_offset_ms(0.0, end)
     assert by_arrival is not None and abs(by_arrival + 45) <= 20, by_arrival
     assert synced is not None and abs(synced) <= 20, synced
+
+
+def test_mouth_close_is_read_when_a_lip_syncing_receiver_shows_it() -> None:
+    from agent.profile import Timeline
+
+    frame_t = np.arange(50) / 25
+    mouth = np.where(frame_t < 1.0, 0.8, 0.0)  # closes at 1.0 s on the sender's timeline
+    arrived = np.arange(200) / 100
+    timeline = Timeline(
+        start=0.0,
+        audio=np.zeros(200),
+        mouth_t=frame_t + 0.005,  # video arrives at once, audio waits 50 ms
+        mouth=mouth,
+        mouth_sent=frame_t,
+        audio_arrived=arrived,
+        audio_sent=arrived - 0.05,
+    )
+    assert timeline.mouth_closed_from(0.5, lip_sync=False) == pytest.approx(1.005)
+    assert timeline.mouth_closed_from(0.5) == pytest.approx(1.05)
