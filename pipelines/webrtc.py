@@ -244,7 +244,7 @@ class AvatarVideoTrack(VideoStreamTrack):
 
 
 class _AvatarWebRTCClient(SmallWebRTCClient):
-    """SmallWebRTC client with a AvatarVideoTrack and gap-free audio writes.
+    """SmallWebRTC client with an AvatarVideoTrack and gap-free audio writes.
 
     pipecat's client waits until the outgoing track has sent the last 10 ms of each write
     before it returns, so the next write must arrive within 10 ms; whenever the event
