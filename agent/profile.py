@@ -187,20 +187,20 @@ class Timeline:
         """True when frames and audio carry send times (so A/V can be lip-synced)."""
         return bool(np.isfinite(self.mouth_sent).any() and np.isfinite(self.audio_sent).any())
 
-    def lip_synced_mouth_t(self, t0: float, t1: float) -> np.ndarray | None:
-        """When a lip-syncing receiver shows each frame, judged from the audio in [t0, t1].
+    def shown_mouth_t(self, t0: float, t1: float, lip_sync: bool = True) -> np.ndarray:
+        """When each frame is shown, judged from the audio in [t0, t1]: with ``lip_sync``,
+        as a lip-syncing receiver shows it; otherwise (or without send times) on arrival.
 
         A browser plays audio out of its jitter buffer and holds each video frame until
         the audio sent at the same moment plays (it knows both send times from the
         sender's RTCP reports): here, a frame is shown at its send time plus the audio's
-        median delay from send to arrival, or when it arrived if that is later. None
-        without send times.
+        median delay from send to arrival, or when it arrived if that is later.
         """
         inside = (self.audio_arrived >= t0) & (self.audio_arrived <= t1)
         delays = (self.audio_arrived - self.audio_sent)[inside]
         delays = delays[np.isfinite(delays)]
-        if delays.size == 0 or self.mouth_sent.size != self.mouth_t.size:
-            return None
+        if not lip_sync or delays.size == 0 or self.mouth_sent.size != self.mouth_t.size:
+            return self.mouth_t
         shown = self.mouth_sent + float(np.median(delays))
         return np.where(np.isfinite(shown), np.maximum(shown, self.mouth_t), self.mouth_t)
 
@@ -239,9 +239,8 @@ class Timeline:
     ) -> float | None:
         """First time after ``t`` the mouth is seen closed and stays closed for ``hold_s``;
         with ``lip_sync``, seen when a lip-syncing receiver shows the frames (see
-        :meth:`lip_synced_mouth_t`; by arrival without send times)."""
-        shown = self.lip_synced_mouth_t(t - 2.0, t + 2.0) if lip_sync else None
-        mouth_t = self.mouth_t if shown is None else shown
+        :meth:`shown_mouth_t`)."""
+        mouth_t = self.shown_mouth_t(t - 2.0, t + 2.0, lip_sync)
         for i in np.nonzero(mouth_t >= t)[0]:
             if self.mouth[i] > self.mouth_closed:
                 continue
@@ -256,15 +255,13 @@ class Timeline:
         """Lag of mouth motion behind the audio envelope in [t0, t1] (positive: video late).
 
         With ``lip_sync``, frames are placed where a lip-syncing receiver (a browser) shows
-        them (:meth:`lip_synced_mouth_t`); without it, or without send times, where they
-        arrived.
+        them; without it, or without send times, where they arrived (:meth:`shown_mouth_t`).
         """
         grid = np.arange(t0, t1, 1 / ENVELOPE_HZ)
         if grid.size < 50 or self.mouth_t.size < 10:
             return None
         audio = self.audio[[min(self.index_of(t), len(self.audio) - 1) for t in grid]]
-        shown = self.lip_synced_mouth_t(t0, t1) if lip_sync else None
-        mouth_t = self.mouth_t if shown is None else shown
+        mouth_t = self.shown_mouth_t(t0, t1, lip_sync)
         order = np.argsort(mouth_t, kind="stable")
         mouth = np.interp(grid, mouth_t[order], self.mouth[order])
         audio, mouth = audio - audio.mean(), mouth - mouth.mean()

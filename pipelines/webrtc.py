@@ -1,4 +1,4 @@
-"""pipecat's SmallWebRTC transport with a video track that keeps a drift-free clock.
+"""pipecat's SmallWebRTC transport, with the avatar's video sent in step with its voice.
 
 It also shortens aiortc's audio receive delay (see :func:`shorten_audio_jitter_buffer`),
 keeps the outgoing audio track one write ahead (see ``_AvatarWebRTCClient``), does not
@@ -7,15 +7,10 @@ pad a reply with silence when a write is a few milliseconds late (see
 when the avatar pauses for the user (see :func:`take_back_unsent_audio`).
 
 pipecat's own output video track stamps frames on aiortc's fixed 30 fps clock and blocks
-until a frame arrives. Our avatar runs at its configured rate (25 fps by default), so its
-frames would carry timestamps that fall behind the audio's. This track sends each frame
-as soon as the avatar hands it over (waiting for its own clock tick would add up to a
-frame period of video latency, on average half of one) and stamps it with the slot of a
-90 kHz clock at the configured rate that the wall clock has reached since the first
-frame, rounded around the producer's phase: a slow producer shows up as skipped slots
-or repeated frames, never as drift, and ``recv()`` never blocks for much longer than
-one frame period and a half. The output processor hands the avatar's frames straight to
-that track: pipecat's live-video task would pace them again, a frame period late.
+until a frame arrives, and its live-video task paces frames again, a frame period late.
+Here each avatar image waits in the output transport's audio queue behind its own audio
+(:class:`~pipelines.frames.AvatarImageFrame`) and goes to :class:`AvatarVideoTrack` as
+that audio goes out; the track sends it at once, stamped with its send time.
 """
 
 from __future__ import annotations
@@ -126,7 +121,8 @@ class ReplyAudioTrack(RawAudioTrack):
 
 
 def _is_avatar_frame(frame: Frame) -> TypeGuard[OutputImageRawFrame]:
-    """A plain video frame for the default destination, not tied to audio."""
+    """A plain avatar image for the default destination (not one pipecat itself queues
+    behind audio with ``sync_with_audio``)."""
     return (
         type(frame) is OutputImageRawFrame
         and not frame.sync_with_audio
