@@ -63,7 +63,7 @@ def write_speech_wav(
 
     Returns each question's (start_s, end_s) within the file.
     """
-    from pipelines.speech.espeak import synthesize
+    from speech.espeak import synthesize
 
     rate = 16_000
     pieces = [np.zeros(int(lead_s * rate), np.int16)]

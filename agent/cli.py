@@ -232,6 +232,7 @@ def cmd_motion_eval(args: argparse.Namespace) -> int:
 
 def cmd_motion_infer(args: argparse.Namespace) -> int:
     """Motion JSON for a WAV file, streamed as in a live session."""
+    from renderer.config import MAX_MOTION_STEPS
     from renderer.motion.checkpoint import CheckpointError, load_model
     from renderer.motion.space import MOTION_FPS, MOTION_NAMES
     from renderer.motion.stream import generate
@@ -245,8 +246,8 @@ def cmd_motion_infer(args: argparse.Namespace) -> int:
         model = load_model(args.checkpoint)
     except CheckpointError as exc:
         return _fail(str(exc))
-    if not 1 <= args.steps <= 8:
-        return _fail(f"--steps must be between 1 and 8, got {args.steps}")
+    if not 1 <= args.steps <= MAX_MOTION_STEPS:
+        return _fail(f"--steps must be between 1 and {MAX_MOTION_STEPS}, got {args.steps}")
     frames = generate(model, audio, rate, steps=args.steps, seed=args.seed, piece_s=0.05)
     data = {
         "fps": MOTION_FPS,
@@ -260,16 +261,33 @@ def cmd_motion_infer(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_motion(args: argparse.Namespace) -> int:
-    """Time streamed motion generation on one CPU thread."""
-    from renderer.motion.bench import bench_motion, format_table
+    """Time streamed motion generation: one session per step count, or batched sessions."""
+    from renderer.frames.drawer import resolve_device
+    from renderer.motion.bench import (
+        bench_batched,
+        bench_motion,
+        format_batched_table,
+        format_table,
+    )
     from renderer.motion.checkpoint import CheckpointError, load_model
 
     try:
         model = load_model(args.checkpoint)
-    except CheckpointError as exc:
+        device = resolve_device(args.device)
+    except (CheckpointError, ValueError) as exc:
         return _fail(str(exc))
-    result = bench_motion(model, seconds=args.seconds)
-    print(format_table(result))
+    if args.batch:
+        if min(args.batch) < 1 or args.threads < 1:
+            return _fail("--batch sizes and --threads must be positive")
+        result = bench_batched(
+            model.to(device), args.batch, seconds=args.seconds, threads=args.threads
+        )
+        print(format_batched_table(result))
+    else:
+        if device.type != "cpu":
+            return _fail("the per-step table is a CPU figure; add --batch N for another device")
+        result = bench_motion(model, seconds=args.seconds)
+        print(format_table(result))
     _write_json(args.json, result)
     return 0
 
@@ -386,6 +404,19 @@ def build_parser() -> argparse.ArgumentParser:
     bench_motion = bench_sub.add_parser("motion", help="motion model latency and real-time factor")
     bench_motion.add_argument("--checkpoint", type=Path, default=None, help="default: shipped")
     bench_motion.add_argument("--seconds", type=float, default=30.0, help="audio to stream")
+    bench_motion.add_argument(
+        "--batch",
+        type=int,
+        nargs="+",
+        metavar="N",
+        help="sample N sessions' chunks together, for each N given (e.g. --batch 1 8 32)",
+    )
+    bench_motion.add_argument(
+        "--device", default="cpu", help="with --batch: cpu, cuda or auto (default cpu)"
+    )
+    bench_motion.add_argument(
+        "--threads", type=int, default=1, help="with --batch: CPU threads for torch (default 1)"
+    )
     bench_motion.add_argument("--json", type=Path, help="also write the figures here")
     bench_motion.set_defaults(func=cmd_bench_motion)
 

@@ -25,19 +25,19 @@ from aiortc import (
     RTCRtpReceiver,
     RTCSessionDescription,
 )
-from aiortc.jitterbuffer import JitterBuffer, JitterFrame
+from aiortc.jitterbuffer import JitterFrame
 from aiortc.mediastreams import MediaStreamError
 from aiortc.rtp import RtcpSrPacket, RtpPacket
 from av import AudioFrame, VideoFrame
 
-from pipelines.webrtc import replace_jitter_buffers, shorten_audio_jitter_buffer
+from pipelines import compat
 
 MIC_RATE = 48_000
 CLIENT_AUDIO_PREFETCH = 2  # 40 ms of received audio held, as a browser holds on a LAN
 MIC_FRAME = 960  # 20 ms
 
 
-class MarkerJitterBuffer(JitterBuffer):
+class MarkerJitterBuffer(compat.ReleasingJitterBuffer):
     """aiortc's video jitter buffer, releasing a frame once its last packet is in.
 
     aiortc only knows a frame is complete when the next frame's first packet arrives,
@@ -45,23 +45,26 @@ class MarkerJitterBuffer(JitterBuffer):
     completes a frame on the RTP marker bit its last packet carries; so does this.
     """
 
-    def _remove_frame(self, sequence_number: int) -> JitterFrame | None:
+    def release_frame(self, sequence_number: int) -> JitterFrame | None:
+        """The oldest frame once its marker packet is in; else aiortc's rule."""
+        ring, origin = compat.jitter_window(self)
+        assert origin is not None  # add() sets it before releasing
         packets: list[RtpPacket] = []
         for count in range(self.capacity):
-            packet = self._packets[(self._origin + count) % self.capacity]  # type: ignore[operator]
+            packet = ring[(origin + count) % self.capacity]
             if packet is None or (packets and packet.timestamp != packets[0].timestamp):
                 break  # a gap, or a frame that never saw its marker: aiortc's rules apply
             packets.append(packet)
             if packet.marker:
                 self.remove(count + 1)
-                data = b"".join(p._data for p in packets)  # type: ignore[attr-defined]
+                data = b"".join(compat.packet_payload(p) for p in packets)
                 return JitterFrame(data=data, timestamp=packets[0].timestamp)
-        return super()._remove_frame(sequence_number)
+        return super().release_frame(sequence_number)
 
 
 def complete_video_frames_on_marker(pc: RTCPeerConnection) -> int:
     """Give the video receivers of ``pc`` a :class:`MarkerJitterBuffer` (same capacity)."""
-    return replace_jitter_buffers(
+    return compat.replace_jitter_buffers(
         pc, "video", lambda old: MarkerJitterBuffer(capacity=old.capacity, is_video=True)
     )
 
@@ -78,21 +81,17 @@ class SenderClock:
     def __init__(self, receiver: RTCRtpReceiver) -> None:
         self._receiver = receiver
         self._report: tuple[float, int] | None = None  # (sender seconds, RTP timestamp)
-        handle = receiver._handle_rtcp_packet
+        compat.intercept_rtcp_packets(receiver, self._note)
 
-        async def note_then_handle(packet: Any) -> None:
-            if isinstance(packet, RtcpSrPacket):
-                info = packet.sender_info
-                self._report = (info.ntp_timestamp / 2**32, info.rtp_timestamp)
-            await handle(packet)
-
-        receiver._handle_rtcp_packet = note_then_handle  # type: ignore[method-assign]
+    def _note(self, packet: Any) -> None:
+        if isinstance(packet, RtcpSrPacket):
+            info = packet.sender_info
+            self._report = (info.ntp_timestamp / 2**32, info.rtp_timestamp)
 
     def sender_time(self, pts: int, clock_rate: int) -> float | None:
         """Sender wall-clock seconds (NTP) of a decoded frame's ``pts``; None before the
         first report."""
-        origin = getattr(self._receiver, "_RTCRtpReceiver__timestamp_mapper", None)
-        first = getattr(origin, "_origin", None)  # aiortc counts pts from the first packet
+        first = compat.receiver_rtp_origin(self._receiver)  # pts count from the first packet
         if self._report is None or first is None:
             return None
         sent_s, rtp = self._report
@@ -188,7 +187,7 @@ class AvatarClient:
 
         @self._channel.on("open")
         def _on_open() -> None:
-            self._send_rtvi("client-ready", {"version": "2.2.0", "about": {"library": "py"}})
+            self.send_rtvi("client-ready", {"version": "2.2.0", "about": {"library": "py"}})
             self._spawn(self._ping())
 
         @self._channel.on("message")
@@ -201,7 +200,7 @@ class AvatarClient:
             if track.kind == "audio":
                 # aiortc holds 4 packets (80 ms) before playing one; a browser's adaptive
                 # buffer on a quiet network holds about 40 ms, so measure like one.
-                shorten_audio_jitter_buffer(self._pc, CLIENT_AUDIO_PREFETCH)
+                compat.shorten_audio_jitter_buffer(self._pc, CLIENT_AUDIO_PREFETCH)
             else:
                 complete_video_frames_on_marker(self._pc)
             receiver = next(r for r in self._pc.getReceivers() if r.track is track)
@@ -217,8 +216,9 @@ class AvatarClient:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _send_rtvi(self, kind: str, data: dict[str, Any]) -> None:
-        message = {"label": "rtvi-ai", "type": kind, "id": kind, "data": data}
+    def send_rtvi(self, kind: str, data: dict[str, Any], message_id: str | None = None) -> None:
+        """Send an RTVI message on the data channel (its id defaults to its type)."""
+        message = {"label": "rtvi-ai", "type": kind, "id": message_id or kind, "data": data}
         self._channel.send(json.dumps(message))
 
     async def _ping(self) -> None:

@@ -26,6 +26,7 @@ import numpy as np
 from agent.client import AvatarClient, Received
 from agent.config import Settings
 from pipelines.latency import STAGES
+from renderer.config import AvatarSettings
 
 QUESTIONS = (
     "Hello, who are you?",
@@ -48,16 +49,17 @@ MOUTH_CLOSED = 0.1  # estimated jawOpen at or below which the mouth counts as cl
 class MouthMeter:
     """Estimates jawOpen from received pixels: how dark the mouth box is.
 
-    The box and the darkness-to-jawOpen table come from rendering the avatar's own face
-    at the session's size with the jaw at several openings, so nothing here trusts the
-    server's claims about what it drew.
+    The box and the darkness-to-jawOpen table come from drawing the session's own face
+    (the face drawer the settings name, at the session's size) with the jaw at several
+    openings, so nothing here trusts the server's claims about what it drew.
     """
 
-    def __init__(self, width: int, height: int) -> None:
-        from renderer.frames.face import FaceRenderer
+    def __init__(self, avatar: AvatarSettings) -> None:
+        from renderer.frames import build_drawer
         from renderer.motion.space import IDX, neutral_motion
 
-        face = FaceRenderer(width, height, device="cpu")
+        width, height = avatar.width, avatar.height
+        face = build_drawer(avatar.model_copy(update={"device": "cpu"}))
         levels = np.linspace(0.0, 1.0, 11)
         frames = []
         for level in levels:
@@ -65,14 +67,21 @@ class MouthMeter:
             motion[IDX["jawOpen"]] = level
             frames.append(face.render(motion))
         changed = np.abs(frames[-1].astype(int) - frames[0].astype(int)).sum(axis=2) > 30
+        if not changed.any():
+            raise ValueError(f"face drawer {avatar.face!r} draws no visible mouth opening")
         ys, xs = np.nonzero(changed)
         pad_y, pad_x = height // 40, width // 40
+        self._sign = 1.0
         self.box = (
             max(ys.min() - pad_y, 0),
             min(ys.max() + pad_y, height),
             max(xs.min() - pad_x, 0),
             min(xs.max() + pad_x, width),
         )
+        # An opening mouth shows its dark inside; a face that lightens instead is read
+        # by how light the box is.
+        if self._darkness(frames[-1]) < self._darkness(frames[0]):
+            self._sign = -1.0
         darkness = np.maximum.accumulate(np.array([self._darkness(f) for f in frames]))
         # Darkness grows with the opening, but not at first (the lips hide a small one):
         # a plateau maps to its lowest opening, so a closed mouth that moves a pixel (a
@@ -88,6 +97,8 @@ class MouthMeter:
     def _darkness(self, rgb: np.ndarray) -> float:
         y0, y1, x0, x1 = self.box
         luma = rgb[y0:y1, x0:x1].astype(np.float32).mean(axis=2)
+        if self._sign < 0:
+            return float((luma / 255.0).mean())
         return float((luma < 80).mean())
 
     def __call__(self, rgb: np.ndarray) -> float:
@@ -282,7 +293,7 @@ def speech_pcm(text: str) -> tuple[np.ndarray, float]:
     """16 kHz int16 speech for ``text`` and where its last audible sample is (seconds)."""
     import soxr
 
-    from pipelines.speech.espeak import synthesize
+    from speech.espeak import synthesize
 
     samples, rate = synthesize(text, voice="en-us", rate=165, pitch=50)
     pcm = soxr.resample(samples, rate, 16000)
@@ -503,8 +514,7 @@ async def profile(
     *, turns: int, url: str | None, settings: Settings, barge_in_every: int = BARGE_IN_EVERY
 ) -> dict[str, Any]:
     """Run the profiling call; return the report (see ``visage profile --help``)."""
-    width, height = settings.avatar.width, settings.avatar.height
-    meter = MouthMeter(width, height)
+    meter = MouthMeter(settings.avatar)
     async with _target(url, settings) as (base, sessions):
         client = AvatarClient(base, video_probe=meter)
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from loguru import logger
@@ -18,8 +19,7 @@ from pipecat.processors.aggregators.llm_response_universal import (
     LLMUserAggregatorParams,
 )
 from pipecat.processors.frameworks.rtvi.frames import RTVIServerMessageFrame
-from pipecat.transports.base_transport import TransportParams
-from pipecat.transports.smallwebrtc.connection import SmallWebRTCConnection
+from pipecat.transports.base_transport import BaseTransport, TransportParams
 from pipecat.turns.user_start import MinWordsUserTurnStartStrategy
 from pipecat.turns.user_stop import (
     BaseUserTurnStopStrategy,
@@ -36,12 +36,15 @@ from pipelines.stages.stt import create_stt_service
 from pipelines.stages.tts import EspeakTTSService
 from pipelines.stats import SessionStatsObserver
 from pipelines.turns import SustainedSpeechUserTurnStartStrategy
-from pipelines.webrtc import AvatarWebRTCTransport
-from renderer.avatar import AvatarCore
 from renderer.config import AvatarSettings
+from renderer.core import AvatarCore
+from renderer.player import AvatarPlayer
 
 AUDIO_IN_SAMPLE_RATE = 16_000
 AUDIO_OUT_SAMPLE_RATE = 24_000
+
+#: Builds the call's transport from the parameters the avatar needs.
+TransportFactory = Callable[[TransportParams], BaseTransport]
 
 
 @dataclass
@@ -49,11 +52,31 @@ class Conversation:
     """One call: its pipeline worker plus the parts a server or test wants to look at."""
 
     worker: PipelineWorker
-    transport: AvatarWebRTCTransport
+    transport: BaseTransport
     avatar: AvatarStage
     stats: SessionStatsObserver
     latency: TurnLatencyObserver
     engines: dict[str, str] = field(default_factory=dict)
+
+
+def avatar_transport_params(avatar: AvatarSettings) -> TransportParams:
+    """What a call's transport carries: 16 kHz audio in, 24 kHz audio and the avatar's
+    video out."""
+    return TransportParams(
+        audio_in_enabled=True,
+        audio_in_sample_rate=AUDIO_IN_SAMPLE_RATE,
+        audio_out_enabled=True,
+        audio_out_sample_rate=AUDIO_OUT_SAMPLE_RATE,
+        # 20 ms writes: the outgoing track holds one write ahead
+        # (pipelines/transports/smallwebrtc.py), which is what still plays after the
+        # avatar halts for a barge-in.
+        audio_out_10ms_chunks=2,
+        video_out_enabled=True,
+        video_out_is_live=True,
+        video_out_width=avatar.width,
+        video_out_height=avatar.height,
+        video_out_framerate=avatar.fps,
+    )
 
 
 def _vad_and_turns(vad: VADSettings) -> LLMUserAggregatorParams:
@@ -90,7 +113,7 @@ def _vad_and_turns(vad: VADSettings) -> LLMUserAggregatorParams:
 
 
 def build_conversation(
-    connection: SmallWebRTCConnection,
+    transport: BaseTransport | TransportFactory,
     *,
     stt: STTSettings,
     llm: LLMSettings,
@@ -98,29 +121,17 @@ def build_conversation(
     vad: VADSettings,
     avatar: AvatarSettings,
     budgets: LatencyBudgets | None = None,
+    name: str = "call",
 ) -> Conversation:
-    """Build the pipeline for one WebRTC peer; the avatar greets once the peer connects."""
-    transport = AvatarWebRTCTransport(
-        connection,
-        TransportParams(
-            audio_in_enabled=True,
-            audio_in_sample_rate=AUDIO_IN_SAMPLE_RATE,
-            audio_out_enabled=True,
-            audio_out_sample_rate=AUDIO_OUT_SAMPLE_RATE,
-            # 20 ms writes: the outgoing track holds one write ahead (pipelines/webrtc.py),
-            # which is what still plays after the avatar halts for a barge-in.
-            audio_out_10ms_chunks=2,
-            video_out_enabled=True,
-            video_out_is_live=True,
-            video_out_width=avatar.width,
-            video_out_height=avatar.height,
-            video_out_framerate=avatar.fps,
-        ),
-    )
+    """Build the pipeline for one caller on ``transport`` (a pipecat transport, or a
+    function making one from :func:`avatar_transport_params`); the avatar greets once the
+    caller connects. ``name`` labels the call in the log."""
+    if not isinstance(transport, BaseTransport):
+        transport = transport(avatar_transport_params(avatar))
     stt_service, stt_why = create_stt_service(stt)
     llm_service, llm_why = create_llm_service(llm)
     tts_service = EspeakTTSService(tts)
-    avatar_stage = AvatarStage(AvatarCore(avatar, sample_rate=AUDIO_OUT_SAMPLE_RATE))
+    avatar_stage = AvatarStage(AvatarPlayer(AvatarCore(avatar, sample_rate=AUDIO_OUT_SAMPLE_RATE)))
 
     # The system prompt lives on the LLM service (pipecat 1.14 deprecates it in the context).
     context = LLMContext()
@@ -172,5 +183,5 @@ def build_conversation(
         await worker.cancel(reason="peer disconnected")
 
     engines = {"stt": stt_why, "llm": llm_why, "tts": f"espeak-ng voice {tts.voice}"}
-    logger.info(f"conversation {connection.pc_id}: " + "; ".join(engines.values()))
+    logger.info(f"conversation {name}: " + "; ".join(engines.values()))
     return Conversation(worker, transport, avatar_stage, stats, latency, engines)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pipecat.frames.frames import Frame, OutputImageRawFrame, SystemFrame, TTSAudioRawFrame
+from pipecat.frames.frames import DataFrame, OutputImageRawFrame, SystemFrame, TTSAudioRawFrame
 
-from renderer.phonemes import PhonemeMark
+from speech.phonemes import PhonemeMark
 
 
 @dataclass
@@ -44,12 +44,14 @@ class ReplyAudioReturnedFrame(SystemFrame):
 
 
 @dataclass
-class AvatarImageFrame(Frame):
-    """An avatar image queued in line with the reply audio in the output transport.
+class AvatarImageFrame(DataFrame):
+    """An avatar image, sent in line with the reply audio.
 
-    It waits in the transport's audio queue behind the audio pushed before it (its own
-    frame's slice), so the image goes out as that audio does: the face is seen with the
-    voice it was drawn for, however much audio the outgoing track holds.
+    It is not a media frame, so pipecat's output transport queues it through its sync path
+    (``handle_sync_frame``): it waits in the audio queue behind the audio pushed before it
+    (its own frame's slice) and reaches the transport's ``write_transport_frame`` as that
+    audio goes out. The face is seen with the voice it was drawn for, however much audio
+    the outgoing track holds. Like any data frame, an interruption drops it.
     """
 
     image: OutputImageRawFrame

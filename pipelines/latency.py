@@ -33,7 +33,6 @@ from pipecat.frames.frames import (
     BotStoppedSpeakingFrame,
     InterruptionFrame,
     LLMTextFrame,
-    OutputImageRawFrame,
     TranscriptionFrame,
     TTSAudioRawFrame,
     UserStoppedSpeakingFrame,
@@ -43,6 +42,7 @@ from pipecat.frames.frames import (
 from pipecat.observers.base_observer import BaseObserver, FramePushed
 
 from pipelines.config import LatencyBudgets
+from pipelines.frames import AvatarImageFrame
 
 STAGES: tuple[str, ...] = (
     "vad_stop",
@@ -150,7 +150,7 @@ class TurnLatencyObserver(BaseObserver):
                 m.avatar_in = now
             if data.source is self._avatar and m.avatar_in is not None:
                 m.avatar_audio_out = True
-        elif isinstance(frame, OutputImageRawFrame):
+        elif isinstance(frame, AvatarImageFrame):
             if data.source is self._avatar and m.avatar_audio_out and m.avatar_out is None:
                 m.avatar_out = now
         elif isinstance(frame, BotStartedSpeakingFrame) and data.source is self._output:

@@ -8,11 +8,12 @@ import numpy as np
 from pipecat.frames.frames import (
     InputAudioRawFrame,
     InterruptionFrame,
-    OutputImageRawFrame,
     TranscriptionFrame,
     TTSAudioRawFrame,
 )
 from pipecat.observers.base_observer import BaseObserver, FramePushed
+
+from pipelines.frames import AvatarImageFrame
 
 
 @dataclass
@@ -56,7 +57,7 @@ class SessionStatsObserver(BaseObserver):
             self.stats.interruptions += 1
         elif data.destination is self._output and isinstance(frame, TTSAudioRawFrame):
             self.stats.bot_audio_seconds += len(frame.audio) / 2 / frame.sample_rate
-        elif data.destination is self._output and isinstance(frame, OutputImageRawFrame):
+        elif data.destination is self._output and isinstance(frame, AvatarImageFrame):
             self.stats.video_frames_out += 1
 
     def _count_input_audio(self, frame: InputAudioRawFrame) -> None:

@@ -1,4 +1,4 @@
-"""Render benchmark: time FaceRenderer over varied motion (used by ``visage bench render``)."""
+"""Render benchmark: time the configured face drawer over varied motion (visage bench render)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from renderer.frames.face import FaceRenderer
+from renderer.config import AvatarSettings
+from renderer.frames import build_drawer
 from renderer.motion.space import BLENDSHAPE_NAMES, MOTION_DIM
 
 WARMUP_FRAMES = 5
@@ -29,15 +30,22 @@ def sweep_motion(frames: int) -> np.ndarray:
 
 
 def bench_frames(
-    width: int = 512, height: int = 512, frames: int = 100, threads: int = 1, device: str = "cpu"
+    width: int = 512,
+    height: int = 512,
+    frames: int = 100,
+    threads: int = 1,
+    device: str = "cpu",
+    face: str = "stylised",
 ) -> dict[str, Any]:
-    """Time ``frames`` renders; returns size, device, threads, mean/p50/p95/max ms and fps."""
+    """Time ``frames`` renders of the ``face`` drawer; returns size, device, threads,
+    mean/p50/p95/max ms and fps."""
     if frames <= 0:
         raise ValueError(f"frames must be positive, got {frames}")
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        renderer = FaceRenderer(width, height, device)
+        settings = AvatarSettings(width=width, height=height, device=device, face=face)  # type: ignore[arg-type]
+        renderer = build_drawer(settings)
         motion = sweep_motion(frames + WARMUP_FRAMES)
         for m in motion[:WARMUP_FRAMES]:
             renderer.render(m)

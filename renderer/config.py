@@ -7,6 +7,9 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator
 
+#: Most sampler steps the few-step flow sampler takes per motion chunk.
+MAX_MOTION_STEPS = 8
+
 
 class AvatarSettings(BaseModel):
     """How the avatar is drawn and paced."""
@@ -15,10 +18,22 @@ class AvatarSettings(BaseModel):
     height: int = Field(512, ge=64, le=2048, description="Video height in pixels.")
     fps: int = Field(25, ge=5, le=60, description="Video frame rate.")
     device: Literal["auto", "cpu", "cuda"] = Field(
-        "auto", description="Torch device for drawing frames; auto picks CUDA when present."
+        "auto",
+        description="Torch device for drawing frames and sampling motion; auto picks CUDA "
+        "when present.",
+    )
+    face: str = Field(
+        "stylised",
+        min_length=1,
+        description="Face drawer: 'stylised' (the procedural torch face), or the import path "
+        "'package.module:factory' of a callable (settings, width, height) -> FrameDrawer.",
     )
     torch_threads: int = Field(
-        1, ge=1, le=64, description="CPU threads torch may use for drawing (CPU device only)."
+        1,
+        ge=1,
+        le=64,
+        description="CPU threads torch may use for drawing and motion (CPU device only; set "
+        "once per process at server start).",
     )
     motion: Literal["learned", "procedural"] = Field(
         "learned",
@@ -32,7 +47,10 @@ class AvatarSettings(BaseModel):
         description="MotionDiT checkpoint for motion='learned'; None uses the shipped weights.",
     )
     motion_steps: int = Field(
-        4, ge=1, le=8, description="Sampler steps per motion chunk for motion='learned' (1-8)."
+        4,
+        ge=1,
+        le=MAX_MOTION_STEPS,
+        description=f"Sampler steps per motion chunk for motion='learned' (1-{MAX_MOTION_STEPS}).",
     )
     seed: int = Field(0, description="Seed of the idle motion (blinks, head sway).")
     degrade: bool = Field(

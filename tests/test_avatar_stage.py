@@ -11,7 +11,6 @@ from pipecat.frames.frames import (
     EndFrame,
     Frame,
     InterruptionFrame,
-    OutputImageRawFrame,
     TTSAudioRawFrame,
     TTSSpeakFrame,
     TTSStoppedFrame,
@@ -24,14 +23,16 @@ from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.tests.utils import SleepFrame, run_test
 
 from pipelines.config import TTSSettings
-from pipelines.frames import ReplyAudioHoldFrame, ReplyAudioReturnedFrame
+from pipelines.frames import AvatarImageFrame, ReplyAudioHoldFrame, ReplyAudioReturnedFrame
 from pipelines.stages.avatar import AvatarStage
 from pipelines.stages.tts import EspeakTTSService
-from renderer.avatar import AvatarCore
 from renderer.config import AvatarSettings
-from renderer.frames.face import DrawCancelled, FaceRenderer
+from renderer.core import AvatarCore
+from renderer.frames import DrawCancelled
+from renderer.frames.stylised.face import StylisedFace
 from renderer.motion.space import IDX
-from renderer.phonemes import PhonemeMark
+from renderer.player import AvatarPlayer
+from speech.phonemes import PhonemeMark
 from tests.helpers.frames import Timestamps
 
 SIZE = 128
@@ -41,7 +42,7 @@ LONG_REPLY = " ".join(["This sentence only makes the reply last for a good while
 
 def make_avatar() -> AvatarStage:
     settings = AvatarSettings(width=SIZE, height=SIZE, device="cpu")
-    return AvatarStage(AvatarCore(settings, sample_rate=SAMPLE_RATE))
+    return AvatarStage(AvatarPlayer(AvatarCore(settings, sample_rate=SAMPLE_RATE)))
 
 
 def short_reply_with_a_noise() -> list[Frame]:
@@ -62,7 +63,7 @@ def audio_seconds(frames: list[Frame]) -> float:
 
 async def test_idle_avatar_streams_video_without_audio() -> None:
     down, _ = await run_test(make_avatar(), frames_to_send=[SleepFrame(1.0)])
-    images = [f for f in down if isinstance(f, OutputImageRawFrame)]
+    images = [f.image for f in down if isinstance(f, AvatarImageFrame)]
     assert 20 <= len(images) <= 30, len(images)  # 25 fps for one second
     assert all(f.size == (SIZE, SIZE) and len(f.image) == SIZE * SIZE * 3 for f in images)
     assert audio_seconds(down) == 0
@@ -81,7 +82,7 @@ async def test_reply_audio_is_paced_with_frames_and_keeps_order() -> None:
     assert {len(f.audio) // 2 for _, f in audio} == {SAMPLE_RATE // 25}
     for i, frame in enumerate(frames):
         if isinstance(frame, TTSAudioRawFrame):
-            assert isinstance(frames[i + 1], OutputImageRawFrame)
+            assert isinstance(frames[i + 1], AvatarImageFrame)
     # Released in real time, not as fast as espeak synthesises.
     span = audio[-1][0] - audio[0][0]
     assert span >= 0.8 * (len(audio) - 1) / 25, span
@@ -113,7 +114,7 @@ async def test_interruption_stops_reply_audio_at_once() -> None:
     assert audio_seconds(before) > 0.5, "the reply was playing before the barge-in"
     assert audio_seconds(after) == 0, "no reply audio after the interruption"
     # The face keeps streaming (idle) after the interruption.
-    assert sum(isinstance(f, OutputImageRawFrame) for f in after) >= 15
+    assert sum(isinstance(f, AvatarImageFrame) for f in after) >= 15
 
 
 async def test_short_sound_pauses_the_reply_and_it_resumes() -> None:
@@ -243,10 +244,10 @@ def test_pause_relaxes_the_mouth_and_keeps_the_audio() -> None:
 
 async def test_speech_calls_off_an_idle_image_being_drawn(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """Idle images take 500 ms here; reply audio arriving meanwhile does not wait for one."""
-    draw = FaceRenderer.render
+    draw = StylisedFace.render
 
     def slow_idle_draw(
-        self: FaceRenderer, motion: np.ndarray, cancel: threading.Event | None = None
+        self: StylisedFace, motion: np.ndarray, cancel: threading.Event | None = None
     ) -> np.ndarray:
         for _ in range(50 if cancel is not None else 0):  # only images without speech
             time.sleep(0.01)
@@ -254,7 +255,7 @@ async def test_speech_calls_off_an_idle_image_being_drawn(monkeypatch) -> None: 
                 raise DrawCancelled
         return draw(self, motion, cancel)
 
-    monkeypatch.setattr(FaceRenderer, "render", slow_idle_draw)
+    monkeypatch.setattr(StylisedFace, "render", slow_idle_draw)
     avatar, into, out = make_avatar(), Timestamps(), Timestamps()
     speech = np.full(SAMPLE_RATE // 2, 3000, np.int16).tobytes()  # 0.5 s
     await run_test(

@@ -17,7 +17,6 @@ from pipecat.frames.frames import (
     LLMFullResponseEndFrame,
     LLMFullResponseStartFrame,
     LLMTextFrame,
-    OutputImageRawFrame,
     TTSAudioRawFrame,
     TTSTextFrame,
     UserStartedSpeakingFrame,
@@ -29,10 +28,12 @@ from pipecat.processors.aggregators.llm_response_universal import LLMContextAggr
 from pipecat.tests.utils import SleepFrame, run_test
 
 from pipelines.config import TTSSettings
+from pipelines.frames import AvatarImageFrame
 from pipelines.stages.avatar import AvatarStage
 from pipelines.stages.tts import EspeakTTSService
-from renderer.avatar import AvatarCore
 from renderer.config import AvatarSettings
+from renderer.core import AvatarCore
+from renderer.player import AvatarPlayer
 from tests.helpers.frames import Timestamps
 
 SAMPLE_RATE = 24_000
@@ -52,7 +53,7 @@ def words(text: str) -> list[str]:
 
 async def test_barge_in_halts_audio_at_vad_and_keeps_only_spoken_words() -> None:
     settings = AvatarSettings(width=128, height=128, device="cpu")
-    avatar = AvatarStage(AvatarCore(settings, sample_rate=SAMPLE_RATE))
+    avatar = AvatarStage(AvatarPlayer(AvatarCore(settings, sample_rate=SAMPLE_RATE)))
     played = Timestamps()
     context = LLMContext()
     aggregators = LLMContextAggregatorPair(context)
@@ -86,7 +87,7 @@ async def test_barge_in_halts_audio_at_vad_and_keeps_only_spoken_words() -> None
     assert all(dt <= 3 * FRAME_S for dt in after_vad), after_vad
     # None of the interrupted reply after the interruption; the face keeps streaming.
     assert not [t for t, _ in audio if t > cut_at]
-    assert sum(1 for t, f in played.seen if t > cut_at and isinstance(f, OutputImageRawFrame)) >= 15
+    assert sum(1 for t, f in played.seen if t > cut_at and isinstance(f, AvatarImageFrame)) >= 15
 
     # The context keeps only the words that were actually spoken.
     heard = [f.text for t, f in played.seen if isinstance(f, TTSTextFrame)]

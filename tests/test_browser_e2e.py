@@ -11,7 +11,7 @@ import pytest
 
 from agent.browser import chromium_page, page_snapshot, running_server, write_speech_wav
 from agent.config import Settings
-from renderer.frames.face import FaceRenderer
+from renderer.frames.stylised.face import StylisedFace
 from renderer.motion.space import IDX, neutral_motion
 from tests.helpers.waiting import wait_until
 
@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 def mouth_box(size: int = 256) -> tuple[float, float, float, float]:
     """Where the mouth is on screen: the pixels that change when the jaw opens, padded."""
-    face = FaceRenderer(size, size, device="cpu")
+    face = StylisedFace(size, size, device="cpu")
     open_jaw = neutral_motion()
     open_jaw[IDX["jawOpen"]] = 1.0
     changed = (

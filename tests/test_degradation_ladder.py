@@ -10,20 +10,21 @@ import numpy as np
 import pytest
 from loguru import logger
 from pipecat.frames.frames import (
-    OutputImageRawFrame,
     TTSAudioRawFrame,
     TTSStoppedFrame,
 )
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.tests.utils import SleepFrame, run_test
 
+from pipelines.frames import AvatarImageFrame
 from pipelines.stages.avatar import AvatarStage
-from renderer.avatar import AvatarCore
 from renderer.config import AvatarSettings
-from renderer.frames.face import FaceRenderer
+from renderer.core import AvatarCore
+from renderer.frames.stylised.face import StylisedFace
 from renderer.ladder import DegradationLadder, QualityLevel, build_levels
 from renderer.motion.learned import LearnedMotion
 from renderer.motion.space import MOTION_DIM
+from renderer.player import AvatarPlayer
 from tests.helpers.frames import Timestamps
 
 FPS = 25
@@ -156,7 +157,7 @@ def test_ladder_arguments_are_checked() -> None:
 def test_core_applies_a_level_steps_stride_and_size() -> None:
     settings = AvatarSettings(width=128, height=96, device="cpu", motion_steps=4)
     core = AvatarCore(settings, sample_rate=SR)
-    source = core._streaming
+    source = core.motion_source
     assert isinstance(source, LearnedMotion)
     gen = source.generator
     assert [lvl.motion_steps for lvl in core.levels] == [4, 2, 1, 1, 1]
@@ -207,21 +208,23 @@ def tone_chunks(seconds: float, chunk_s: float = 0.2) -> list[TTSAudioRawFrame]:
 async def test_slowed_renderer_degrades_and_keeps_the_frame_rate_without_drift(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    draw = FaceRenderer.render
+    draw = StylisedFace.render
 
     def slow_draw(
-        self: FaceRenderer, motion: np.ndarray, cancel: threading.Event | None = None
+        self: StylisedFace, motion: np.ndarray, cancel: threading.Event | None = None
     ) -> np.ndarray:
         time.sleep(FULL_DRAW_S * (self.width * self.height) / (SIZE * SIZE))
         return draw(self, motion, cancel)
 
-    monkeypatch.setattr(FaceRenderer, "render", slow_draw)
+    monkeypatch.setattr(StylisedFace, "render", slow_draw)
     logged: list[tuple[float, str]] = []  # (when, message) of each quality change
     sink = logger.add(
         lambda m: logged.append((time.monotonic(), m.record["message"])), filter=_quality_log
     )
     avatar = AvatarStage(
-        AvatarCore(AvatarSettings(width=SIZE, height=SIZE, device="cpu"), sample_rate=SR)
+        AvatarPlayer(
+            AvatarCore(AvatarSettings(width=SIZE, height=SIZE, device="cpu"), sample_rate=SR)
+        )
     )
     watch = Timestamps()
     audio_in = tone_chunks(AUDIO_S)
@@ -247,7 +250,7 @@ async def test_slowed_renderer_degrades_and_keeps_the_frame_rate_without_drift(
     assert len(changes) <= 6, f"no oscillation: {changes}"
     assert avatar.frames_drawn < 0.7 * avatar.frames_rendered
 
-    images = [(t, f) for t, f in watch.seen if isinstance(f, OutputImageRawFrame)]
+    images = [(t, f.image) for t, f in watch.seen if isinstance(f, AvatarImageFrame)]
     audio = [(t, f) for t, f in watch.seen if isinstance(f, TTSAudioRawFrame)]
     assert all(f.size == (SIZE, SIZE) and len(f.image) == SIZE * SIZE * 3 for _, f in images)
     # Every sample pushed in came out (the last frame padded with silence).

@@ -23,10 +23,11 @@ from pipecat.observers.base_observer import FramePushed
 from pipecat.processors.frame_processor import FrameDirection
 
 from pipelines.config import LatencyBudgets
+from pipelines.frames import AvatarImageFrame
 from pipelines.latency import TurnLatencyObserver, TurnReport
 
 STT, AGG, LLM, TTS, AVATAR, OUTPUT = (object() for _ in range(6))
-IMAGE = OutputImageRawFrame(b"\0" * 12, (2, 2), "RGB")
+IMAGE = AvatarImageFrame(OutputImageRawFrame(b"\0" * 12, (2, 2), "RGB"))
 AUDIO = TTSAudioRawFrame(b"\0" * 960, 24000, 1)
 
 

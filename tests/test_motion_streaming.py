@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from renderer.avatar import AvatarCore
 from renderer.config import AvatarSettings
+from renderer.core import AvatarCore
 from renderer.motion.learned import LearnedMotion
 from renderer.motion.space import IDX, MOTION_DIM
 from renderer.motion.stream import SAMPLES_PER_FRAME, MotionGenerator, generate
@@ -174,7 +174,7 @@ def test_core_waits_for_motion_before_playing_audio() -> None:
 
 def test_core_clear_buffer_drops_the_generators_pending_motion() -> None:
     core = learned_core()
-    source = core._streaming
+    source = core.motion_source
     assert isinstance(source, LearnedMotion)
     core.push_audio(np.zeros(CORE_SR * 2, np.int16).tobytes(), CORE_SR)
     for _ in range(5):
@@ -187,7 +187,7 @@ def test_core_clear_buffer_drops_the_generators_pending_motion() -> None:
 
 
 def test_silence_gate_halves_the_mouth_only_on_silent_frames(model) -> None:  # type: ignore[no-untyped-def]
-    from renderer.motion.stream import SILENCE_MOUTH_GAIN
+    from renderer.motion.batch import SILENCE_MOUTH_GAIN
     from renderer.motion.visemes import VISEME_IDX
 
     # The first chunk: 3 frames of digital silence, then loud noise. Both runs see the same

@@ -146,12 +146,13 @@ def _rendered_reply(width: int = 128) -> tuple[np.ndarray, np.ndarray, np.ndarra
     """A spoken sentence through the avatar core, without a network: the audio's 10 ms
     loudness, each frame's start time, and the mouth the profiler's meter reads in it."""
     from agent.profile import MouthMeter
-    from pipelines.speech.espeak import synthesize
-    from renderer.avatar import AvatarCore
     from renderer.config import AvatarSettings
+    from renderer.core import AvatarCore
+    from speech.espeak import synthesize
 
-    meter = MouthMeter(width, width)
-    core = AvatarCore(AvatarSettings(width=width, height=width, device="cpu"), sample_rate=24000)
+    settings = AvatarSettings(width=width, height=width, device="cpu")
+    meter = MouthMeter(settings)
+    core = AvatarCore(settings, sample_rate=24000)
     pcm, rate = synthesize("I can answer questions about this project, and I run offline.")
     core.push_audio(np.asarray(pcm, np.int16).tobytes(), rate)
     core.end_segment()

@@ -6,11 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from renderer.avatar import AvatarCore, FrameStep
+from agent.config import Settings
+from agent.process import configure_process
 from renderer.config import AvatarSettings
+from renderer.core import AvatarCore, FrameStep
 from renderer.motion.procedural import ProceduralMotion
 from renderer.motion.space import IDX, MOTION_DIM
-from renderer.phonemes import PhonemeMark
+from speech.phonemes import PhonemeMark
 
 SR = 24000
 SPF = SR // 25
@@ -209,9 +211,9 @@ def test_bad_input_is_rejected(core: AvatarCore) -> None:
 def test_render_and_thread_setting() -> None:
     before = torch.get_num_threads()
     try:
-        core = AvatarCore(
-            AvatarSettings(width=96, height=64, device="cpu", torch_threads=1), sample_rate=16000
-        )
+        avatar = AvatarSettings(width=96, height=64, device="cpu", torch_threads=1)
+        configure_process(Settings(avatar=avatar))  # the server sets torch's threads at start
+        core = AvatarCore(avatar, sample_rate=16000)
         assert torch.get_num_threads() == 1
         img = core.render(core.advance().motion)
         assert img.shape == (64, 96, 3) and img.dtype == np.uint8

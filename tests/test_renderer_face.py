@@ -1,4 +1,4 @@
-"""FaceRenderer: output format, and that each motion channel changes the right region."""
+"""StylisedFace: output format, and that each motion channel changes the right region."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from renderer.frames.face import FaceRenderer
+from renderer.frames.stylised.face import StylisedFace
 from renderer.motion.space import HEAD_NAMES, IDX, MOTION_DIM, MOTION_NAMES
 
 SIZE = 192
@@ -18,8 +18,8 @@ MOUTH = (slice(int(0.55 * SIZE), int(0.75 * SIZE)), slice(int(0.33 * SIZE), int(
 
 
 @pytest.fixture(scope="module")
-def face() -> FaceRenderer:
-    return FaceRenderer(SIZE, SIZE, device="cpu")
+def face() -> StylisedFace:
+    return StylisedFace(SIZE, SIZE, device="cpu")
 
 
 def motion(**channels: float) -> np.ndarray:
@@ -35,7 +35,7 @@ def change(a: np.ndarray, b: np.ndarray, region: tuple[slice, slice] | None = No
     return float(d[region].sum() if region else d.sum())
 
 
-def test_output_is_contiguous_rgb_uint8(face: FaceRenderer) -> None:
+def test_output_is_contiguous_rgb_uint8(face: StylisedFace) -> None:
     img = face.render(motion())
     assert img.shape == (SIZE, SIZE, 3)
     assert img.dtype == np.uint8
@@ -44,16 +44,16 @@ def test_output_is_contiguous_rgb_uint8(face: FaceRenderer) -> None:
 
 
 def test_non_square_frame() -> None:
-    img = FaceRenderer(160, 96, device="cpu").render(motion(headYaw=0.3, jawOpen=1.0))
+    img = StylisedFace(160, 96, device="cpu").render(motion(headYaw=0.3, jawOpen=1.0))
     assert img.shape == (96, 160, 3)
 
 
-def test_rendering_is_deterministic(face: FaceRenderer) -> None:
+def test_rendering_is_deterministic(face: StylisedFace) -> None:
     m = motion(jawOpen=0.4, mouthSmileLeft=0.7, headRoll=0.1)
     assert np.array_equal(face.render(m), face.render(m))
 
 
-def test_jaw_changes_mouth_far_more_than_eyes(face: FaceRenderer) -> None:
+def test_jaw_changes_mouth_far_more_than_eyes(face: StylisedFace) -> None:
     closed, opened = face.render(motion()), face.render(motion(jawOpen=1.0))
     assert change(closed, opened, MOUTH) > 10 * change(closed, opened, EYES)
     # The open mouth shows a dark inside that the closed one does not.
@@ -61,7 +61,7 @@ def test_jaw_changes_mouth_far_more_than_eyes(face: FaceRenderer) -> None:
     assert dark(opened) > dark(closed) + 30
 
 
-def test_blink_changes_eyes_not_mouth(face: FaceRenderer) -> None:
+def test_blink_changes_eyes_not_mouth(face: StylisedFace) -> None:
     open_, shut = face.render(motion()), face.render(motion(eyeBlinkLeft=1, eyeBlinkRight=1))
     assert change(open_, shut, EYES) > 10 * max(change(open_, shut, MOUTH), 1.0)
     # Closed eyes hide the white of the eye.
@@ -69,7 +69,7 @@ def test_blink_changes_eyes_not_mouth(face: FaceRenderer) -> None:
     assert white(shut) < white(open_) // 4
 
 
-def test_one_sided_smile_changes_that_side(face: FaceRenderer) -> None:
+def test_one_sided_smile_changes_that_side(face: StylisedFace) -> None:
     base = face.render(motion())
     # The avatar's left is the viewer's right.
     left = face.render(motion(mouthSmileLeft=1.0))
@@ -78,7 +78,7 @@ def test_one_sided_smile_changes_that_side(face: FaceRenderer) -> None:
 
 
 @pytest.mark.parametrize("name", MOTION_NAMES)
-def test_every_channel_is_visible(face: FaceRenderer, name: str) -> None:
+def test_every_channel_is_visible(face: StylisedFace, name: str) -> None:
     value = 0.3 if name in HEAD_NAMES else 1.0
     base = face.render(motion())
     moved = face.render(motion(**{name: value}))
@@ -86,7 +86,7 @@ def test_every_channel_is_visible(face: FaceRenderer, name: str) -> None:
     assert changed > 40, f"{name} barely changes the image ({changed} pixels)"
 
 
-def test_yaw_slides_the_features(face: FaceRenderer) -> None:
+def test_yaw_slides_the_features(face: StylisedFace) -> None:
     def pupil_x(img: np.ndarray) -> float:
         band = img[EYES].astype(np.int32).sum(axis=-1)
         _, xs = np.nonzero(band < 120)  # the darkest pixels: pupils and lashes
@@ -98,20 +98,20 @@ def test_yaw_slides_the_features(face: FaceRenderer) -> None:
     assert pupil_x(face.render(motion(headYaw=-0.3))) > straight + 3
 
 
-def test_edges_are_anti_aliased(face: FaceRenderer) -> None:
+def test_edges_are_anti_aliased(face: StylisedFace) -> None:
     img = face.render(motion(headRoll=0.2))
     # A hard-edged drawing has few colours; smooth coverage produces many in-between ones.
     assert len(np.unique(img.reshape(-1, 3), axis=0)) > 2000
 
 
-def test_bad_motion_is_rejected(face: FaceRenderer) -> None:
+def test_bad_motion_is_rejected(face: StylisedFace) -> None:
     with pytest.raises(ValueError, match="shape"):
         face.render(np.zeros(3, dtype=np.float32))
     with pytest.raises(ValueError, match="NaN"):
         face.render(np.full(MOTION_DIM, np.nan, dtype=np.float32))
 
 
-def test_out_of_range_motion_is_clamped(face: FaceRenderer) -> None:
+def test_out_of_range_motion_is_clamped(face: StylisedFace) -> None:
     wild = np.full(MOTION_DIM, 5.0, dtype=np.float32)
     img = face.render(wild)
     assert img.shape == (SIZE, SIZE, 3)
@@ -120,10 +120,10 @@ def test_out_of_range_motion_is_clamped(face: FaceRenderer) -> None:
 @pytest.mark.skipif(torch.cuda.is_available(), reason="only meaningful without a GPU")
 def test_cuda_without_gpu_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="CUDA"):
-        FaceRenderer(64, 64, device="cuda")
+        StylisedFace(64, 64, device="cuda")
 
 
-def test_render_from_threads_matches_sequential(face: FaceRenderer) -> None:
+def test_render_from_threads_matches_sequential(face: StylisedFace) -> None:
     motions = [motion(jawOpen=i / 5, headYaw=0.05 * i) for i in range(6)]
     expected = [face.render(m) for m in motions]
     results: dict[int, np.ndarray] = {}

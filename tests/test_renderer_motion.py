@@ -10,7 +10,7 @@ import pytest
 from renderer.motion.procedural import ProceduralMotion
 from renderer.motion.space import BLENDSHAPE_NAMES, IDX, MOTION_DIM
 from renderer.motion.visemes import VISEME_CHANNELS, viseme
-from renderer.phonemes import PhonemeMark
+from speech.phonemes import PhonemeMark
 
 SR, FPS = 24000, 25
 SPF = SR // FPS

@@ -26,13 +26,13 @@ from pipecat.services.whisper.stt import WhisperSTTService
 from pipecat.tests.utils import run_test
 
 from pipelines.config import STTSettings
-from pipelines.speech.espeak import synthesize
 from pipelines.stages.stt import (
     PocketsphinxSTTService,
     STTEngineError,
     create_stt_service,
     wav_to_mono16k,
 )
+from speech.espeak import synthesize
 from tests.helpers.fixtures import tiny_whisper_model  # noqa: F401  (fixture)
 
 # espeak-ng varies slightly between calls; this sentence decoded exactly in 12 of 12 runs.

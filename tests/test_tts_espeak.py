@@ -10,7 +10,7 @@ import wave
 import numpy as np
 import pytest
 
-from pipelines.speech.espeak import (
+from speech.espeak import (
     EspeakEngine,
     SpeechChunk,
     UnknownVoiceError,

@@ -31,9 +31,9 @@ from pipecat.workers.runner import WorkerRunner
 
 from pipelines.config import TTSSettings
 from pipelines.frames import PhonemeAudioRawFrame
-from pipelines.speech.espeak import SpeechChunk, UnknownVoiceError, synthesize
 from pipelines.stages.tts import MAX_FRAME_S, EspeakTTSService
-from renderer.phonemes import PhonemeMark
+from speech.espeak import SpeechChunk, UnknownVoiceError, synthesize
+from speech.phonemes import PhonemeMark
 
 REPLY = "Hello there, I am your avatar. It is nice to meet you!"
 LONG_REPLY = " ".join(["This sentence is here only to make the reply last a long while."] * 6)

@@ -13,10 +13,11 @@ from pipecat.tests.utils import SleepFrame, run_test
 from pipecat.transports.base_transport import TransportParams
 from pipecat.utils.frame_queue import FrameQueue
 
-import pipelines.webrtc
+import pipelines.transports.smallwebrtc
 from agent.client import MarkerJitterBuffer
+from pipelines.compat import audio_track_pieces, queued_items, set_packet_payload
 from pipelines.frames import AvatarImageFrame
-from pipelines.webrtc import (
+from pipelines.transports.smallwebrtc import (
     AvatarVideoTrack,
     AvatarWebRTCOutputTransport,
     ReplyAudioTrack,
@@ -40,7 +41,7 @@ async def test_a_late_write_in_a_reply_is_waited_for_not_padded_with_silence(
     monkeypatch,
 ) -> None:
     # A generous grace, so a loaded machine cannot turn the late write into a timeout.
-    monkeypatch.setattr(pipelines.webrtc, "LATE_WRITE_GRACE_S", 1.0)
+    monkeypatch.setattr(pipelines.transports.smallwebrtc, "LATE_WRITE_GRACE_S", 1.0)
     track = ReplyAudioTrack(RATE)
     track.add_audio_bytes(_speech(2, value=1000))
     assert await _samples(track, 2) == [1000, 1000]
@@ -56,7 +57,7 @@ async def test_a_late_write_in_a_reply_is_waited_for_not_padded_with_silence(
 
 
 async def test_the_track_catches_up_with_its_clock_after_a_late_write(monkeypatch) -> None:
-    monkeypatch.setattr(pipelines.webrtc, "LATE_WRITE_GRACE_S", 1.0)
+    monkeypatch.setattr(pipelines.transports.smallwebrtc, "LATE_WRITE_GRACE_S", 1.0)
     track = ReplyAudioTrack(RATE)
     track.add_audio_bytes(_speech(1))
     await track.recv()
@@ -69,7 +70,7 @@ async def test_the_track_catches_up_with_its_clock_after_a_late_write(monkeypatc
 
 
 async def test_a_real_pause_is_filled_with_silence(monkeypatch) -> None:
-    monkeypatch.setattr(pipelines.webrtc, "LATE_WRITE_GRACE_S", 0.02)
+    monkeypatch.setattr(pipelines.transports.smallwebrtc, "LATE_WRITE_GRACE_S", 0.02)
     track = ReplyAudioTrack(RATE)
     track.add_audio_bytes(_speech(1, value=1000))
     assert await _samples(track, 4) == [1000, 0, 0, 0]
@@ -77,7 +78,7 @@ async def test_a_real_pause_is_filled_with_silence(monkeypatch) -> None:
 
 
 async def test_idle_track_sends_silence_without_waiting_for_writes(monkeypatch) -> None:
-    monkeypatch.setattr(pipelines.webrtc, "LATE_WRITE_GRACE_S", 5.0)
+    monkeypatch.setattr(pipelines.transports.smallwebrtc, "LATE_WRITE_GRACE_S", 5.0)
     track = ReplyAudioTrack(RATE)
     assert await asyncio.wait_for(_samples(track, 3), 1.0) == [0, 0, 0]
 
@@ -97,8 +98,8 @@ async def test_take_back_removes_whole_frames_from_the_newest_end() -> None:
         queue.put_nowait(_chunk(value))
     # 70 ms unsent: one whole frame (40 ms) is taken, from the newest end.
     assert take_back_unsent_audio(queue, track, FRAME) == 1
-    assert [int(np.frombuffer(f.audio, np.int16)[0]) for f in queue._queue] == [2]
-    assert len(track._chunk_queue) == 1 and not sent.done()
+    assert [int(np.frombuffer(f.audio, np.int16)[0]) for f in queued_items(queue)] == [2]
+    assert len(audio_track_pieces(track)) == 1 and not sent.done()
 
 
 async def test_take_back_reaches_into_the_track_and_frees_its_writer() -> None:
@@ -106,7 +107,7 @@ async def test_take_back_reaches_into_the_track_and_frees_its_writer() -> None:
     written = track.add_audio_bytes(_speech(2, value=1))  # a writer waits on this future
     queue.put_nowait(_chunk(2))
     assert take_back_unsent_audio(queue, track, FRAME) == 1
-    assert queue.empty() and not track._chunk_queue
+    assert queue.empty() and not audio_track_pieces(track)
     assert written.done(), "the waiting writer goes on"
 
 
@@ -118,9 +119,9 @@ async def test_take_back_keeps_other_frames_in_their_place() -> None:
     queue.put_nowait(_chunk(3))
     queue.put_nowait(_chunk(4))
     assert take_back_unsent_audio(queue, track, FRAME) == 1
-    kept = list(queue._queue)
+    kept = queued_items(queue)
     assert isinstance(kept[1], TTSStoppedFrame) and len(kept) == 2
-    assert len(track._chunk_queue) == 4, "nothing behind the other frame is taken"
+    assert len(audio_track_pieces(track)) == 4, "nothing behind the other frame is taken"
 
 
 def _image(value: int, size: int = 8) -> OutputImageRawFrame:
@@ -205,9 +206,9 @@ async def test_an_avatar_image_goes_out_with_its_audio_not_through_pipecats_paci
     output = AvatarWebRTCOutputTransport(client, params)  # type: ignore[arg-type]
     frames = [
         TTSAudioRawFrame(_speech(4, value=1), RATE, 1),  # one avatar frame: 40 ms, then its image
-        _image(5),
+        AvatarImageFrame(_image(5)),
         TTSAudioRawFrame(_speech(4, value=2), RATE, 1),
-        _image(6),
+        AvatarImageFrame(_image(6)),
         SleepFrame(0.3),
     ]
     await run_test(output, frames_to_send=frames)
@@ -230,7 +231,7 @@ async def test_take_back_drops_the_images_of_the_frames_it_takes() -> None:
         queue.put_nowait(item)
     # 60 ms unsent: the newest frame (two chunks) goes, with its image; the older stays.
     assert take_back_unsent_audio(queue, track, FRAME) == 1
-    kept = list(queue._queue)
+    kept = queued_items(queue)
     assert len(kept) == 2 and kept[1] is older
 
 
@@ -238,7 +239,7 @@ def _packet(seq: int, timestamp: int, marker: bool, data: bytes) -> RtpPacket:
     packet = RtpPacket(
         payload_type=96, marker=int(marker), sequence_number=seq, timestamp=timestamp
     )
-    packet._data = data  # type: ignore[attr-defined]  # the depayloaded bytes, as aiortc sets
+    set_packet_payload(packet, data)  # the depayloaded bytes, as aiortc's receiver sets
     return packet
 
 

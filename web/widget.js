@@ -28,7 +28,7 @@
       return;
     }
     frame = document.createElement("iframe");
-    frame.src = `${origin}/?embed=1`;
+    frame.src = `${origin}/`;
     frame.allow = "microphone; autoplay";
     frame.title = "Visage avatar call";
     Object.assign(frame.style, {

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-import time
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -17,13 +14,12 @@ from loguru import logger
 
 import web
 from agent.config import Settings
-from agent.server.ice import offer_loopback_candidates, should_offer_loopback
+from agent.process import configure_process
 from agent.server.sessions import SessionLimitError, SessionManager, SessionStartError
 from agent.server.signalling import SignallingError, parse_offer, parse_patch
+from agent.server.start_ids import StartSessionIds
 
 WEB_DIR = Path(web.__file__).parent
-# A /start session id must be used for its offer within this time.
-START_SESSION_TTL_S = 300.0
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -32,13 +28,9 @@ def _error(status: int, message: str) -> JSONResponse:
 
 def create_app(settings: Settings, sessions: SessionManager | None = None) -> FastAPI:
     """Build the app; ``sessions`` lets tests inject a manager with a lighter pipeline."""
-    # Process-wide: the calls' render and synthesis threads must not queue behind the
-    # event loop for the interpreter lock (see ServerSettings.thread_switch_ms).
-    sys.setswitchinterval(settings.server.thread_switch_ms / 1000)
+    configure_process(settings)
     manager = sessions or SessionManager(settings)
-    if should_offer_loopback(settings.server.ice_loopback, settings.server.host):
-        offer_loopback_candidates()
-    pending_starts: dict[str, float] = {}
+    start_ids = StartSessionIds()
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -126,15 +118,10 @@ def create_app(settings: Settings, sessions: SessionManager | None = None) -> Fa
     # pipecat's client SDKs first POST /start, then signal under /sessions/{id}/.
     @app.post("/start")
     async def start() -> dict[str, str]:
-        now = time.monotonic()
-        for stale in [sid for sid, t in pending_starts.items() if now - t > START_SESSION_TTL_S]:
-            pending_starts.pop(stale)
-        session_id = str(uuid.uuid4())
-        pending_starts[session_id] = now
-        return {"sessionId": session_id}
+        return {"sessionId": start_ids.issue()}
 
     def check_start_session(session_id: str) -> None:
-        if session_id not in pending_starts:
+        if not start_ids.valid(session_id):
             raise HTTPException(404, f"unknown session id {session_id!r}; POST /start first")
 
     @app.post("/sessions/{session_id}/api/offer")

@@ -18,22 +18,24 @@ from pipecat.transports.smallwebrtc.request_handler import (
 from pipecat.workers.runner import WorkerRunner
 
 from agent.config import Settings
-from pipelines.conversation import Conversation, build_conversation
+from pipelines.conversation import Conversation, avatar_transport_params, build_conversation
+from pipelines.transports.smallwebrtc import AvatarVideoTrack, AvatarWebRTCTransport
 
 #: Builds a conversation for a new peer; tests swap in lighter ones.
 ConversationFactory = Callable[[SmallWebRTCConnection, Settings], Conversation]
 
 
 def default_factory(connection: SmallWebRTCConnection, settings: Settings) -> Conversation:
-    """The real pipeline with the configured stages."""
+    """The real pipeline with the configured stages, on the avatar's SmallWebRTC transport."""
     return build_conversation(
-        connection,
+        AvatarWebRTCTransport(connection, avatar_transport_params(settings.avatar)),
         stt=settings.stt,
         llm=settings.llm,
         tts=settings.tts,
         vad=settings.vad,
         avatar=settings.avatar,
         budgets=settings.budgets,
+        name=connection.pc_id,
     )
 
 
@@ -57,7 +59,7 @@ class Session:
 
     def describe(self) -> dict[str, Any]:
         """A JSON-ready summary for /api/sessions."""
-        track = self.conversation.transport.video_track
+        track = self.video_track()
         return {
             "pc_id": self.pc_id,
             "age_s": round(time.time() - self.started_at, 1),
@@ -82,6 +84,11 @@ class Session:
                 "dropped": track.frames_dropped if track else 0,
             },
         }
+
+    def video_track(self) -> AvatarVideoTrack | None:
+        """The call's outgoing video track, once the peer is connected."""
+        transport = self.conversation.transport
+        return transport.video_track if isinstance(transport, AvatarWebRTCTransport) else None
 
 
 class SessionManager:

@@ -32,7 +32,7 @@ from pipecat.utils.time import time_now_iso8601
 from pipecat.utils.tracing.service_decorators import traced_stt
 
 from pipelines.config import STTSettings
-from pipelines.speech.sphinx import SphinxWorker
+from speech.sphinx import SphinxWorker
 
 POCKETSPHINX_SAMPLE_RATE = 16000
 POCKETSPHINX_MODEL_NAME = "cmusphinx-en-us"

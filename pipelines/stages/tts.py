@@ -18,7 +18,7 @@ from pipecat.utils.types import NOT_GIVEN, NotGiven, assert_given
 
 from pipelines.config import TTSSettings
 from pipelines.frames import PhonemeAudioRawFrame
-from pipelines.speech.espeak import EspeakEngine, SpeechChunk, SpeechStream
+from speech.espeak import EspeakEngine, SpeechChunk, SpeechStream
 
 # Chunks already synthesised are joined into one pushed frame until it holds this much.
 MAX_FRAME_S = 0.5

@@ -20,7 +20,7 @@ from renderer.motion.model import MotionDiT
 from renderer.motion.procedural import ProceduralMotion
 from renderer.motion.space import MOTION_FPS
 from renderer.motion.stream import SAMPLES_PER_FRAME, generate
-from renderer.phonemes import PhonemeMark
+from speech.phonemes import PhonemeMark
 
 SAMPLE_RATE = SAMPLES_PER_FRAME * MOTION_FPS
 METRIC_KEYS = (

@@ -1,44 +1,54 @@
-"""LearnedMotion: MotionDiT as AvatarCore's motion source, running ahead of playback.
+"""LearnedMotion: MotionDiT as the core's motion source, running ahead of playback.
 
 The core hands over speech audio as it is pushed (``push_audio``), so the generator can
 look ahead into audio that has not played yet, and asks for one motion vector per video
-frame (``next_motion``). The core plays a frame of audio only once its motion is ready,
-so face and voice stay in step. While nothing is said the timeline is silence and the
-generator keeps producing idle motion, a chunk at a time, never more than a chunk ahead;
-a new reply starts at the next frame to play and drops that idle look-ahead.
+frame (``next_motion``). The core plays a frame of audio only once its motion can be
+made, so face and voice stay in step. While nothing is said the timeline is silence and
+the generator keeps producing idle motion, a chunk at a time, never more than a chunk
+ahead; a new reply starts at the next frame to play and drops that idle look-ahead.
+
+Chunks are sampled through jobs (``next_job`` / ``run_job`` / ``commit``), so the player
+can sample them on a worker thread, or with other sessions' chunks in one batch; a chunk
+nobody sampled ahead is made on the spot when its frame is due.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from renderer.motion.batch import ChunkJob, sample_chunks
 from renderer.motion.checkpoint import DEFAULT_CHECKPOINT, load_model
 from renderer.motion.model import MotionDiT
 from renderer.motion.space import MOTION_FPS
 from renderer.motion.stream import MotionGenerator
+from speech.phonemes import PhonemeMark
 
-_cache: dict[tuple[Path, int, float], MotionDiT] = {}
+_cache: dict[tuple[Path, int, float, str], MotionDiT] = {}
 _cache_lock = threading.Lock()
 
 
-def shared_model(path: Path | None = None) -> MotionDiT:
-    """The model at ``path`` (default: shipped), loaded once per file version and shared.
+def shared_model(path: Path | None = None, device: torch.device | str = "cpu") -> MotionDiT:
+    """The model at ``path`` (default: shipped) on ``device``, loaded once per file version
+    and device and shared.
 
     Sessions only read the weights (inference mode), so one copy serves them all.
     """
     resolved = Path(path or DEFAULT_CHECKPOINT).resolve()
+    device = torch.device(device)
     try:
         stat = resolved.stat()
-        key = (resolved, stat.st_size, stat.st_mtime)
+        key = (resolved, stat.st_size, stat.st_mtime, str(device))
     except OSError:
         return load_model(resolved)  # raises the checkpoint error naming the path
     with _cache_lock:
         model = _cache.get(key)
         if model is None:
-            model = _cache[key] = load_model(resolved)
+            model = _cache[key] = load_model(resolved).to(device).eval()
             _warm_up(model)
         return model
 
@@ -50,7 +60,9 @@ def _warm_up(model: MotionDiT) -> None:
 
 
 class LearnedMotion:
-    """Streaming motion source for AvatarCore backed by a MotionGenerator."""
+    """Streaming motion source for the core, backed by a MotionGenerator."""
+
+    reads_frames = False  # the generator has the pushed audio; frames' own copies are unused
 
     def __init__(
         self,
@@ -60,15 +72,15 @@ class LearnedMotion:
         seed: int = 0,
         fps: int = MOTION_FPS,
         model: MotionDiT | None = None,
+        device: torch.device | str = "cpu",
     ) -> None:
         if fps != MOTION_FPS:
             raise ValueError(
                 f"the learned motion model runs at {MOTION_FPS} fps, got fps={fps}; set "
                 "avatar.fps to 25 or use avatar.motion = 'procedural'"
             )
-        self.generator = MotionGenerator(
-            model if model is not None else shared_model(checkpoint), steps=steps, seed=seed
-        )
+        self.model = model if model is not None else shared_model(checkpoint, device)
+        self.generator = MotionGenerator(self.model, steps=steps, seed=seed)
 
     @property
     def steps(self) -> int:
@@ -95,11 +107,25 @@ class LearnedMotion:
         """True when the next frame's motion can be produced now."""
         return self.generator.can_take()
 
-    def prefetch(self) -> None:
-        """Generate the next frames' motion now if it is due and its audio is in."""
-        self.generator.prefetch()
+    def next_job(self) -> ChunkJob | None:
+        """The chunk the next frame to play needs, when it is due and its audio is in."""
+        return self.generator.next_job()
 
-    def next_motion(self, speaking: bool) -> np.ndarray:
+    def run_job(self, job: ChunkJob) -> np.ndarray:
+        """Sample one job (any thread): (C, MOTION_DIM) motion."""
+        return sample_chunks(self.model, [job])[0]
+
+    def commit(self, job: ChunkJob, motion: np.ndarray) -> bool:
+        """Put a sampled chunk on the timeline; False if it went stale meanwhile."""
+        return self.generator.commit(job, motion)
+
+    def next_motion(
+        self,
+        audio: np.ndarray,
+        sample_rate: int,
+        phonemes: Sequence[PhonemeMark],
+        speaking: bool,
+    ) -> np.ndarray:
         """Motion for this frame: the next one on the timeline, or the last one again
         while the core waits for audio (an underrun)."""
         if self.generator.can_take():

@@ -22,7 +22,7 @@ import numpy as np
 from renderer.motion.idle import Blinker, SmoothNoise
 from renderer.motion.space import IDX, MOTION_DIM, MOTION_FPS
 from renderer.motion.visemes import VISEME_CHANNELS, VISEME_IDX, viseme
-from renderer.phonemes import PhonemeMark
+from speech.phonemes import PhonemeMark
 
 SILENCE_DB, LOUD_DB = -48.0, -15.0  # envelope level 0 and 1 (dBFS of the frame RMS)
 # Time constants (s): attack when a channel rises, release when it falls.
@@ -56,7 +56,13 @@ def _smoothstep(e0: float, e1: float, x: float) -> float:
 
 
 class ProceduralMotion:
-    """Deterministic (per seed) motion source for one avatar; call ``step`` once per frame."""
+    """Deterministic (per seed) motion source for one avatar; call ``step`` once per frame.
+
+    A ``MotionSource`` that reads each frame's audio and phoneme marks as it plays, so it
+    has nothing to do with the audio as it is pushed.
+    """
+
+    reads_frames = True
 
     def __init__(self, fps: int = MOTION_FPS, seed: int = 0) -> None:
         if fps <= 0:
@@ -79,6 +85,30 @@ class ProceduralMotion:
         self._talk = 0.0  # smoothed "speaking" in [0, 1]
         self._level_slow = 0.0  # slow loudness average, the baseline for emphasis
         self._emphasis = 0.0
+
+    def push_audio(self, samples: np.ndarray, sample_rate: int) -> None:
+        """Nothing to look ahead at: the motion follows each frame's audio as it plays."""
+
+    def end_audio(self, n_frames: int) -> None:
+        """Nothing to close: silence after the utterance reads as silence."""
+
+    def clear(self) -> None:
+        """Interruption: the next utterance starts without a carried phoneme."""
+        self._phoneme = None
+
+    def ready(self) -> bool:
+        """Always: each frame's motion is made from that frame alone."""
+        return True
+
+    def next_motion(
+        self,
+        audio: np.ndarray,
+        sample_rate: int,
+        phonemes: Sequence[PhonemeMark],
+        speaking: bool,
+    ) -> np.ndarray:
+        """The ``MotionSource`` call: :meth:`step`."""
+        return self.step(audio, sample_rate, phonemes, speaking)
 
     def step(
         self,

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import torch
 
+from renderer.config import MAX_MOTION_STEPS as MAX_STEPS
 from renderer.motion.model import MotionDiT
-
-MAX_STEPS = 8
 
 
 def flow_times(steps: int, shift: float = 1.0) -> torch.Tensor:
@@ -32,14 +31,16 @@ def euler_step(x: torch.Tensor, v: torch.Tensor, dt: float) -> torch.Tensor:
 
 
 class FlowSampler:
-    """Integrates MotionDiT's velocity from noise to a motion chunk in a few Euler steps."""
+    """Integrates MotionDiT's velocity from noise to a motion chunk in a few Euler steps.
+
+    It keeps no state between calls, so one sampler may serve several threads.
+    """
 
     def __init__(self, model: MotionDiT, steps: int = 4, shift: float = 1.0) -> None:
         self.model = model.eval()
         self.steps = steps
         self.times = flow_times(steps, shift)  # (steps + 1,)
         self._dts = [float(b - a) for a, b in zip(self.times[:-1], self.times[1:], strict=True)]
-        self._t = torch.empty(1, dtype=torch.float32)
 
     @torch.inference_mode()
     def sample(self, ctx: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
@@ -50,10 +51,8 @@ class FlowSampler:
         (it is the sampler's working buffer).
         """
         x = noise.float().mul_(self.model.source_std)
-        b = x.shape[0]
-        if self._t.shape[0] != b:
-            self._t = torch.empty(b, dtype=torch.float32)
-        for t, dt in zip(self.times[:-1].tolist(), self._dts, strict=True):
-            v = self.model(x, self._t.fill_(t), ctx)  # (B, C, M)
+        t = torch.empty(x.shape[0], dtype=torch.float32, device=x.device)  # (B,)
+        for time, dt in zip(self.times[:-1].tolist(), self._dts, strict=True):
+            v = self.model(x, t.fill_(time), ctx)  # (B, C, M)
             euler_step(x, v, dt)
         return x

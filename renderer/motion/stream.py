@@ -28,21 +28,21 @@ with and without it.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import soxr
 import torch
 
+from renderer.motion.batch import ChunkJob, sample_chunks
 from renderer.motion.features import HOP, SAMPLE_RATE, WIN, log_mel
 from renderer.motion.model import MotionDiT
-from renderer.motion.sampler import FlowSampler
-from renderer.motion.space import MOTION_DIM, MOTION_FPS, clip_motion
-from renderer.motion.visemes import VISEME_IDX
+from renderer.motion.sampler import MAX_STEPS, FlowSampler, flow_times
+from renderer.motion.space import MOTION_DIM, MOTION_FPS
 
 SAMPLES_PER_FRAME = SAMPLE_RATE // MOTION_FPS  # 640 samples at 16 kHz
 MEL_TAIL = WIN - HOP  # the last mel window of a frame reaches 240 samples past it
 SILENCE_RMS = 10 ** (-60 / 20)  # a frame's own audio below -60 dBFS is silent
-SILENCE_MOUTH_GAIN = 0.5  # mouth channels on silent frames (see the module docstring)
 
 
 class _Track:
@@ -111,19 +111,14 @@ class MotionGenerator:
         self.cfg = cfg = model.cfg
         self.steps = steps
         self.seed = seed
-        self.sampler = FlowSampler(model, steps=steps, shift=shift)
-        self._samplers = {steps: self.sampler}  # by step count (see set_steps)
-        self._shift = shift
+        self.shift = shift
+        flow_times(steps, shift)  # a bad steps or shift fails here, not at the first chunk
         self._rng = torch.Generator().manual_seed(seed)
         silence = log_mel(np.zeros(SAMPLES_PER_FRAME + MEL_TAIL, dtype=np.float32))
-        self._silence = silence[:4].reshape(-1)  # (audio_dim,) features of a silent frame
-        self._mean = model.motion_mean.detach().numpy().copy()
-        self._std = model.motion_std.detach().numpy().copy()
-        # Model inputs, allocated once and refilled per chunk through numpy views.
-        self._audio = torch.zeros(1, cfg.window, cfg.audio_dim)
-        self._history = torch.zeros(1, cfg.history, cfg.motion_dim)
-        self._valid = torch.zeros(1, cfg.history, dtype=torch.bool)
-        self._noise = torch.zeros(1, cfg.chunk, cfg.motion_dim)
+        self._silence = torch.from_numpy(silence[:4].reshape(-1))  # (A,) a silent frame
+        self._mean = model.motion_mean.detach().float().cpu()  # (M,)
+        self._std = model.motion_std.detach().float().cpu()  # (M,)
+        self._epoch = 0  # bumped whenever motion not yet taken is forgotten
         self._pcm = _Track((), capacity=SAMPLE_RATE * 4)  # timeline audio, 16 kHz
         self._feats = _Track((cfg.audio_dim,))  # per-frame log-mel features
         self._motion = _Track((cfg.motion_dim,))  # generated frames (space units)
@@ -137,19 +132,19 @@ class MotionGenerator:
         self.chunks_computed = 0
 
     def set_steps(self, steps: int) -> None:
-        """Sample the following chunks with ``steps`` sampler steps (1-8).
+        """Sample the following chunks with ``steps`` sampler steps (1 to ``MAX_STEPS``).
 
         Each chunk's noise is drawn the same way whatever the steps, so the stream's seeding
         is unchanged; the renderer's degradation ladder trades steps for time this way.
         """
-        if not 1 <= steps <= 8:
-            raise ValueError(f"steps must be between 1 and 8, got {steps}")
-        sampler = self._samplers.get(steps)
-        if sampler is None:
-            sampler = self._samplers[steps] = FlowSampler(
-                self.model, steps=steps, shift=self._shift
-            )
-        self.sampler, self.steps = sampler, steps
+        if not 1 <= steps <= MAX_STEPS:
+            raise ValueError(f"steps must be between 1 and {MAX_STEPS}, got {steps}")
+        self.steps = steps
+
+    @property
+    def sampler(self) -> FlowSampler:
+        """The sampler the next chunk is drawn with (its steps follow ``set_steps``)."""
+        return FlowSampler(self.model, steps=self.steps, shift=self.shift)
 
     # ----------------------------------------------------------------- input side
 
@@ -253,13 +248,32 @@ class MotionGenerator:
         self._forget_old()
         return out
 
+    def next_job(self) -> ChunkJob | None:
+        """The inputs of the chunk the next frame to hand out needs, if its audio is in.
+
+        The job can be sampled anywhere (another thread, a batch with other sessions'
+        jobs: :func:`renderer.motion.batch.sample_chunks`) and handed back with
+        :meth:`commit`. None when that frame's motion is already made or its audio is not
+        in yet. Taking the job draws the chunk's noise.
+        """
+        if self._motion.end > self._taken or (self._open and self.frames_ready() <= 0):
+            return None
+        return self._cut_job()
+
+    def commit(self, job: ChunkJob, motion: np.ndarray) -> bool:
+        """Add a sampled chunk (C, MOTION_DIM); False (and nothing changes) when the
+        timeline moved on since the job was cut (an interruption, a new utterance)."""
+        if job.epoch != self._epoch or job.start != self._motion.end:
+            return False
+        self._motion.append(motion)
+        self.chunks_computed += 1
+        return True
+
     def prefetch(self) -> bool:
         """Compute the next chunk now if the next frame to hand out needs it and its audio
         is in (what ``take`` would do lazily); True if a chunk was computed."""
-        if self._motion.end > self._taken or self.frames_ready() <= 0:
-            return False
-        self._compute_chunk()
-        return True
+        job = self.next_job()
+        return job is not None and self.commit(job, sample_chunks(self.model, [job])[0])
 
     def last_frame(self) -> np.ndarray:
         """The last frame handed out (neutral before the first)."""
@@ -275,6 +289,7 @@ class MotionGenerator:
 
     def _rewind(self, frame: int) -> None:
         """Forget motion and features from ``frame`` on; audio from there on is silence."""
+        self._epoch += 1  # a chunk being sampled for the forgotten frames is stale
         self._motion.truncate(frame)
         self._feats.truncate(frame)
         self._set_audio_end(frame)
@@ -305,34 +320,35 @@ class MotionGenerator:
 
     def _compute_chunk(self) -> None:
         """Generate the next chunk of frames from the audio window and the history."""
+        job = self._cut_job()
+        self.commit(job, sample_chunks(self.model, [job])[0])
+
+    def _cut_job(self) -> ChunkJob:
+        """The model inputs of the next chunk: audio window, history, noise."""
         cfg = self.cfg
         g = self._motion.end
         k, c, la = cfg.history, cfg.chunk, cfg.lookahead
         self._features(g + c + la)
-        audio = self._audio.numpy()[0]  # (S, audio_dim) view
-        history = self._history.numpy()[0]  # (K, M) view
-        valid = self._valid.numpy()[0]  # (K,) view
         first = max(g - k, self._feats.start, 0)
         pad = first - (g - k)  # history frames before the stream began (or forgotten)
+        audio = torch.empty(cfg.window, cfg.audio_dim)  # (S, A)
         audio[:pad] = self._silence
-        audio[pad:] = self._feats.view(first, g + c + la)
+        audio[pad:] = torch.from_numpy(self._feats.view(first, g + c + la))
         hist_first = max(first, self._motion.start)
         hpad = hist_first - (g - k)
-        history[:hpad] = 0.0
-        valid[:hpad] = False
-        np.subtract(self._motion.view(hist_first, g), self._mean, out=history[hpad:])
-        np.divide(history[hpad:], self._std, out=history[hpad:])
+        history = torch.zeros(k, cfg.motion_dim)  # (K, M) model units
+        valid = torch.zeros(k, dtype=torch.bool)  # (K,)
+        emitted = torch.from_numpy(self._motion.view(hist_first, g))
+        history[hpad:] = (emitted - self._mean) / self._std
         valid[hpad:] = True
-        torch.randn(self._noise.shape, generator=self._rng, out=self._noise)
-        with torch.inference_mode():
-            ctx = self.model.context(self._audio, self._history, self._valid)
-            x = self.sampler.sample(ctx, self._noise)  # (1, C, M) model units
-            motion = self.model.denormalize(x)[0].numpy()  # (C, M)
+        noise = torch.randn((c, cfg.motion_dim), generator=self._rng)  # (C, M)
         if self.silence_gate:
-            silent = np.nonzero(self._silent_frames(g, c))[0]
-            motion[np.ix_(silent, VISEME_IDX)] *= SILENCE_MOUTH_GAIN
-        self._motion.append(clip_motion(motion))
-        self.chunks_computed += 1
+            silent = torch.from_numpy(self._silent_frames(g, c))  # (C,)
+        else:
+            silent = torch.zeros(c, dtype=torch.bool)
+        return ChunkJob(
+            g, self._epoch, self.steps, self.shift, audio, history, valid, noise, silent
+        )
 
     def _silent_frames(self, first: int, n: int) -> np.ndarray:
         """(n,) bool: frames first.. whose own audio is silent (no audio counts as silent)."""
@@ -385,3 +401,68 @@ def generate(
     total = math.ceil(x.size * MOTION_FPS / sample_rate)
     frames.append(gen.take(max(total - gen.frames_taken, 0)))
     return np.concatenate(frames)[:total]
+
+
+def generate_batch(
+    model: MotionDiT,
+    recordings: Sequence[np.ndarray],
+    sample_rate: int = SAMPLE_RATE,
+    *,
+    steps: int = 4,
+    seeds: Sequence[int] | None = None,
+    piece_s: float = 0.02,
+    silence_gate: bool = True,
+) -> list[np.ndarray]:
+    """Motion for several recordings streamed side by side, as several live sessions.
+
+    Each recording has its own generator (seeded ``seeds[i]``, default ``i``) and is fed in
+    ``piece_s`` pieces; every round, the chunks that are due in all of them are sampled in
+    one batch (:func:`~renderer.motion.batch.sample_chunks`). Recording ``i`` gets the
+    motion ``generate(model, recordings[i], seed=seeds[i], piece_s=piece_s)`` gives.
+    """
+    seeds = list(range(len(recordings))) if seeds is None else list(seeds)
+    if len(seeds) != len(recordings):
+        raise ValueError(f"{len(recordings)} recordings but {len(seeds)} seeds")
+    gens = [
+        MotionGenerator(model, steps=steps, seed=seed, silence_gate=silence_gate) for seed in seeds
+    ]
+    audio = [np.asarray(x).reshape(-1) for x in recordings]
+    outs: list[list[np.ndarray]] = [[] for _ in gens]
+    piece = max(1, round(piece_s * sample_rate))
+    for pos in range(0, max((x.size for x in audio), default=0), piece):
+        for gen, x in zip(gens, audio, strict=True):
+            if pos < x.size:
+                gen.push(x[pos : pos + piece], sample_rate)
+        _take_batched(model, gens, [gen.frames_ready() for gen in gens], outs)
+    totals = [math.ceil(x.size * MOTION_FPS / sample_rate) for x in audio]
+    for gen in gens:
+        gen.end()
+    wants = [max(total - gen.frames_taken, 0) for gen, total in zip(gens, totals, strict=True)]
+    _take_batched(model, gens, wants, outs)
+    return [
+        np.concatenate(out)[:total] if out else np.zeros((0, MOTION_DIM), np.float32)
+        for out, total in zip(outs, totals, strict=True)
+    ]
+
+
+def _take_batched(
+    model: MotionDiT, gens: list[MotionGenerator], wants: list[int], outs: list[list[np.ndarray]]
+) -> None:
+    """Take ``wants[i]`` frames from each generator, sampling due chunks in batches."""
+    left = list(wants)
+    while True:
+        jobs: list[tuple[MotionGenerator, ChunkJob]] = []
+        for i, gen in enumerate(gens):
+            made = gen.frames_generated - gen.frames_taken
+            if left[i] and made > 0:
+                outs[i].append(gen.take(min(left[i], made)))
+                left[i] -= len(outs[i][-1])
+            job = gen.next_job() if left[i] else None
+            if job is not None:
+                jobs.append((gen, job))
+        if not jobs:
+            return
+        for (gen, job), motion in zip(
+            jobs, sample_chunks(model, [j for _, j in jobs]), strict=True
+        ):
+            gen.commit(job, motion)

@@ -21,7 +21,7 @@ def random_model(seed: int = 0, size: str = "tiny") -> MotionDiT:
 
 def speech(text: str = "Hello there, nice to meet you.") -> tuple[np.ndarray, int]:
     """espeak-ng speech: (int16 mono samples, sample rate)."""
-    from pipelines.speech.espeak import EspeakEngine
+    from speech.espeak import EspeakEngine
 
     engine = EspeakEngine()
     with engine.stream(text) as stream:

@@ -6,9 +6,9 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from pipelines.speech.espeak import EspeakEngine
 from renderer.motion.data.voices import VoiceSetting
 from renderer.motion.features import SAMPLE_RATE, to_model_rate
+from speech.espeak import EspeakEngine
 
 PAUSE_MIN_S = 0.15  # a silence at least this long counts as a pause
 LEAD_RANGE_S = (0.3, 1.0)  # silence added before and after each sentence

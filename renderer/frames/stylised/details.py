@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 from torch import Tensor
 
-from renderer.frames import sdf
-from renderer.frames.canvas import Canvas
+from renderer.frames.stylised import sdf
+from renderer.frames.stylised.canvas import Canvas
 from renderer.motion.space import IDX
 
 CHEEK = (0.205, 0.135, 0.078, 0.05)  # x (mirrored), y, rx, ry

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from renderer.frames import sdf
-from renderer.frames.canvas import FrameGrid
+from renderer.frames.stylised import sdf
+from renderer.frames.stylised.canvas import FrameGrid
 
 NECK_TOP = 0.18  # neck capsule, head space at rest (the body does not move with the head)
 NECK_BOTTOM = 0.80

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from renderer.phonemes import PhonemeMark
+from speech.phonemes import PhonemeMark
 
 try:
     import espeakng_loader

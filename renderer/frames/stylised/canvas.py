@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from renderer.frames.pose import Pose
+from renderer.frames.stylised.pose import Pose
 
 #: Framing of the portrait: head-and-shoulders zoom and the frame-unit y at the image centre.
 ZOOM = 1.15

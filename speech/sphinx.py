@@ -3,7 +3,7 @@
 pocketsphinx holds the GIL while it decodes: a 0.7 s decode in a thread stalled the event
 loop for 0.6 s, long enough for the browser to conceal outgoing WebRTC audio and grow its
 jitter buffer. So each decoder lives in a child process (``python -m
-pipelines.speech.sphinx``). Audio is streamed to it during the utterance, so when the user
+speech.sphinx``). Audio is streamed to it during the utterance, so when the user
 stops only the last search pass remains: 30-100 ms instead of 300-700 ms for decoding the
 whole segment at the end (measured on espeak-ng questions, same words recognised).
 
@@ -46,7 +46,7 @@ class SphinxWorker:
     def __init__(self, options: dict[str, Any]) -> None:
         self._lock = threading.Lock()
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "pipelines.speech.sphinx", json.dumps(options)],
+            [sys.executable, "-m", "speech.sphinx", json.dumps(options)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
         )

@@ -13,8 +13,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from renderer.frames import sdf
-from renderer.frames.canvas import Canvas, Patch
+from renderer.frames.stylised import sdf
+from renderer.frames.stylised.canvas import Canvas, Patch
 from renderer.motion.space import IDX
 
 MOUTH_Y = 0.245  # head space, centre of the closed mouth line

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from renderer.frames import sdf
-from renderer.frames.canvas import Canvas, Patch
-from renderer.frames.pose import Pose
+from renderer.frames.stylised import sdf
+from renderer.frames.stylised.canvas import Canvas, Patch
+from renderer.frames.stylised.pose import Pose
 
 # Head space at rest (y down). Depth z drives the yaw/pitch parallax (see pose.py).
 CRANIUM = (0.0, -0.10, 0.355, 0.43)  # cx, cy, rx, ry

@@ -1,16 +1,21 @@
 """pipecat's SmallWebRTC transport, with the avatar's video sent in step with its voice.
 
-It also shortens aiortc's audio receive delay (see :func:`shorten_audio_jitter_buffer`),
-keeps the outgoing audio track one write ahead (see ``_AvatarWebRTCClient``), does not
-pad a reply with silence when a write is a few milliseconds late (see
-:class:`ReplyAudioTrack`), and hands the avatar back the reply audio it has not sent yet
-when the avatar pauses for the user (see :func:`take_back_unsent_audio`).
+It also shortens aiortc's audio receive delay (see
+:func:`~pipelines.compat.shorten_audio_jitter_buffer`), keeps the outgoing audio track one
+write ahead (see :meth:`AvatarWebRTCOutputTransport.write_audio_frame`), does not pad a
+reply with silence when a write is a few milliseconds late (see :class:`ReplyAudioTrack`),
+and hands the avatar back the reply audio it has not sent yet when the avatar pauses for
+the user (see :func:`take_back_unsent_audio`).
 
 pipecat's own output video track stamps frames on aiortc's fixed 30 fps clock and blocks
 until a frame arrives, and its live-video task paces frames again, a frame period late.
-Here each avatar image waits in the output transport's audio queue behind its own audio
-(:class:`~pipelines.frames.AvatarImageFrame`) and goes to :class:`AvatarVideoTrack` as
-that audio goes out; the track sends it at once, stamped with its send time.
+Here each avatar image is an :class:`~pipelines.frames.AvatarImageFrame`, which pipecat's
+output transport queues behind the audio pushed before it (its sync path) and hands to
+``write_transport_frame`` as that audio goes out; :class:`AvatarVideoTrack` sends it at
+once, stamped with its send time.
+
+Only pipecat's own client exists: the tracks are swapped when the peer connects, before
+any ``on_client_connected`` handler runs (see :class:`AvatarWebRTCTransport`).
 """
 
 from __future__ import annotations
@@ -20,15 +25,12 @@ import contextlib
 import fractions
 import time
 from collections import deque
-from collections.abc import Callable
-from typing import TypeGuard
 
 import numpy as np
-from aiortc import RTCPeerConnection, VideoStreamTrack
-from aiortc.jitterbuffer import JitterBuffer
-from av import VideoFrame
+from aiortc import VideoStreamTrack
+from av import AudioFrame, VideoFrame
 from pipecat.frames.frames import Frame, OutputAudioRawFrame, OutputImageRawFrame
-from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+from pipecat.processors.frame_processor import FrameDirection
 from pipecat.transports.base_transport import TransportParams
 from pipecat.transports.smallwebrtc.connection import SmallWebRTCConnection
 from pipecat.transports.smallwebrtc.transport import (
@@ -38,6 +40,7 @@ from pipecat.transports.smallwebrtc.transport import (
     SmallWebRTCTransport,
 )
 
+from pipelines import compat
 from pipelines.frames import AvatarImageFrame, ReplyAudioHoldFrame, ReplyAudioReturnedFrame
 
 VIDEO_CLOCK_RATE = 90_000
@@ -54,31 +57,6 @@ SERVER_AUDIO_PREFETCH = 0
 # In the middle of a reply, an empty audio queue waits this long for a late write before
 # the track sends silence instead.
 LATE_WRITE_GRACE_S = 0.06
-
-
-def replace_jitter_buffers(
-    pc: RTCPeerConnection, kind: str, make: Callable[[JitterBuffer], JitterBuffer]
-) -> int:
-    """Give each ``kind`` ("audio" or "video") receiver of ``pc`` the jitter buffer
-    ``make(old)`` returns. aiortc exposes no setting for it, so the receiver's private one
-    is replaced. Returns how many receivers were changed."""
-    changed = 0
-    for receiver in pc.getReceivers():
-        if receiver.track is None or receiver.track.kind != kind:
-            continue
-        attr = "_RTCRtpReceiver__jitter_buffer"
-        old = getattr(receiver, attr, None)
-        if isinstance(old, JitterBuffer):
-            setattr(receiver, attr, make(old))
-            changed += 1
-    return changed
-
-
-def shorten_audio_jitter_buffer(pc: RTCPeerConnection, prefetch: int) -> int:
-    """Make the audio receivers of ``pc`` release packets after ``prefetch`` newer ones."""
-    return replace_jitter_buffers(
-        pc, "audio", lambda old: JitterBuffer(capacity=old.capacity, prefetch=prefetch)
-    )
 
 
 class ReplyAudioTrack(RawAudioTrack):
@@ -105,32 +83,25 @@ class ReplyAudioTrack(RawAudioTrack):
         self._written.set()
         return future
 
-    async def recv(self):  # type: ignore[no-untyped-def]
+    async def recv(self) -> AudioFrame:
         """The next 10 ms: queued audio, a late write waited for, or silence."""
-        if self._timestamp > 0:
-            wait = self._start + self._timestamp / self._sample_rate - time.time()
+        clock = compat.audio_track_clock(self)
+        if clock.timestamp > 0:
+            wait = clock.start + clock.timestamp / clock.sample_rate - time.time()
             if wait > 0:
                 await asyncio.sleep(wait)
-        if self._in_speech and not self._chunk_queue:
+        pieces = compat.audio_track_pieces(self)
+        if self._in_speech and not pieces:
             self._written.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._written.wait(), LATE_WRITE_GRACE_S)
-            self.late_writes += bool(self._chunk_queue)
-        self._in_speech = bool(self._chunk_queue)
-        return await super().recv()  # on time or late, so it does not sleep again
+            self.late_writes += bool(pieces)
+        self._in_speech = bool(pieces)
+        frame: AudioFrame = await super().recv()  # on time or late: it does not sleep again
+        return frame
 
 
-def _is_avatar_frame(frame: Frame) -> TypeGuard[OutputImageRawFrame]:
-    """A plain avatar image for the default destination (not one pipecat itself queues
-    behind audio with ``sync_with_audio``)."""
-    return (
-        type(frame) is OutputImageRawFrame
-        and not frame.sync_with_audio
-        and frame.transport_destination is None
-    )
-
-
-def take_back_unsent_audio(queue: asyncio.Queue, track: ReplyAudioTrack, frame_samples: int) -> int:
+def take_back_unsent_audio(queue: asyncio.Queue, track: RawAudioTrack, frame_samples: int) -> int:
     """Remove the newest queued reply audio, in whole frames of ``frame_samples``.
 
     Unsent audio waits in two places: the output transport's queue of chunks (newest),
@@ -145,7 +116,7 @@ def take_back_unsent_audio(queue: asyncio.Queue, track: ReplyAudioTrack, frame_s
     while not queue.empty():
         items.append(queue.get_nowait())
         queue.task_done()
-    pieces = track._chunk_queue  # (10 ms of PCM, future or None), oldest first
+    pieces = compat.audio_track_pieces(track)  # (10 ms of PCM, future or None), oldest first
     tail = 0  # audio and avatar images at the end of the transport queue
     while tail < len(items) and isinstance(
         items[-1 - tail], (OutputAudioRawFrame, AvatarImageFrame)
@@ -239,74 +210,68 @@ class AvatarVideoTrack(VideoStreamTrack):
         return frame
 
 
-class _AvatarWebRTCClient(SmallWebRTCClient):
-    """SmallWebRTC client with an AvatarVideoTrack and gap-free audio writes.
+class AvatarWebRTCOutputTransport(SmallWebRTCOutputTransport):
+    """pipecat's SmallWebRTC output with the avatar's tracks, gap-free audio writes, avatar
+    images sent with their audio, and an answer to the avatar's ``ReplyAudioHoldFrame``."""
 
-    pipecat's client waits until the outgoing track has sent the last 10 ms of each write
-    before it returns, so the next write must arrive within 10 ms; whenever the event
-    loop is slower than that (a frame being rendered, a VAD pass), the track fills in
-    10 ms of silence. Those gaps stretch the reply and pile its audio up in the output
-    transport's queue: hundreds of milliseconds behind the video after a few seconds,
-    and that much more to play out after a barge-in. Here a write returns once the
-    *previous* write has been sent, so one write is always queued in the track.
-    """
-
-    def __init__(self, connection: SmallWebRTCConnection, callbacks) -> None:
-        super().__init__(connection, callbacks)
+    def __init__(self, client: SmallWebRTCClient, params: TransportParams, **kwargs) -> None:
+        super().__init__(client, params, **kwargs)
+        self._video_format = (
+            params.video_out_width,
+            params.video_out_height,
+            params.video_out_framerate,
+        )
+        self.reply_track: ReplyAudioTrack | None = None  # once a peer is connected
         self.video_track: AvatarVideoTrack | None = None
         self._previous_write: asyncio.Future | None = None
 
+    def use_avatar_tracks(self, connection: SmallWebRTCConnection) -> None:
+        """Put the avatar's tracks in place of those the client just made for the peer:
+        :class:`ReplyAudioTrack` for pipecat's audio track, :class:`AvatarVideoTrack` for
+        its video track."""
+        client = compat.output_client(self)
+        audio = compat.audio_output_track(client)
+        if audio is not None:
+            self.reply_track = ReplyAudioTrack(compat.audio_track_clock(audio).sample_rate)
+            self._previous_write = None
+            compat.set_audio_output_track(client, self.reply_track)
+            connection.replace_audio_track(self.reply_track)
+        if compat.video_output_track(client) is not None:
+            self.video_track = AvatarVideoTrack(*self._video_format)
+            compat.set_video_output_track(client, self.video_track)
+            connection.replace_video_track(self.video_track)
+
+    def _live_reply_track(self) -> ReplyAudioTrack | None:
+        """The reply track while the client still sends through it (not after a hang-up)."""
+        track = self.reply_track
+        if track is None:
+            return None
+        client = compat.output_client(self)
+        if not client.is_connected or client.is_closing:
+            return None
+        return track if compat.audio_output_track(client) is track else None
+
     async def write_audio_frame(self, frame: OutputAudioRawFrame) -> bool:
-        """Queue the audio in the track; wait only for the write before it to be sent."""
-        track = self._audio_output_track
-        if not (self._can_send() and track):
-            return False
+        """Queue the audio in the track; wait only for the write before it to be sent.
+
+        pipecat's client waits until the track has sent the last 10 ms of each write, so
+        the next write must arrive within 10 ms; whenever the event loop is slower than
+        that (a frame being rendered, a VAD pass), the track fills in 10 ms of silence.
+        Those gaps stretch the reply and pile its audio up in the output queue: hundreds
+        of milliseconds behind the video after a few seconds, and that much more to play
+        out after a barge-in. Here one write is always queued in the track instead.
+        """
+        track = self._live_reply_track()
+        if track is None:  # no peer yet, or it left: pipecat's own write
+            return await super().write_audio_frame(frame)
         sent = track.add_audio_bytes(frame.audio)
         previous, self._previous_write = self._previous_write, sent
         if previous is not None and not previous.done():
             await previous
         return True
 
-    async def _handle_client_connected(self) -> None:
-        await super()._handle_client_connected()
-        shorten_audio_jitter_buffer(self._webrtc_connection.pc, SERVER_AUDIO_PREFETCH)
-        if self._params and self._params.audio_out_enabled:
-            audio = ReplyAudioTrack(self._out_sample_rate)
-            old = self._audio_output_track
-            if old is not None:  # audio written during the connect callback carries over
-                audio._chunk_queue.extend(old._chunk_queue)
-            self._audio_output_track = audio
-            self._webrtc_connection.replace_audio_track(audio)
-        if self._params and self._params.video_out_enabled:
-            self.video_track = AvatarVideoTrack(
-                self._params.video_out_width,
-                self._params.video_out_height,
-                self._params.video_out_framerate,
-            )
-            self._video_output_track = self.video_track
-            self._webrtc_connection.replace_video_track(self.video_track)
-
-
-class AvatarWebRTCOutputTransport(SmallWebRTCOutputTransport):
-    """pipecat's SmallWebRTC output, with the avatar's frames sent as they come, and an
-    answer to the avatar's ``ReplyAudioHoldFrame``."""
-
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
-        """Frames as pipecat handles them, except avatar frames; a hold also takes back
-        the unsent reply audio."""
-        if direction is FrameDirection.DOWNSTREAM and _is_avatar_frame(frame):
-            # The avatar stage already paces its frames. pipecat's live-video task would
-            # hold each one until a frame period after the previous one (about a period
-            # of extra latency, the lips behind the voice) after an executor hop. Instead
-            # the image waits in line behind its own audio, as pipecat's sync_with_audio
-            # images do, and goes out with it (write_transport_frame).
-            await FrameProcessor.process_frame(self, frame, direction)  # observers
-            sender = self._media_senders.get(None)
-            if sender is None or not self._params.audio_out_enabled:
-                await self.write_video_frame(frame)
-            else:
-                await sender._audio_queue.put(AvatarImageFrame(frame))
-            return
+        """Frames as pipecat handles them; a hold also takes back the unsent reply audio."""
         await super().process_frame(frame, direction)
         if isinstance(frame, ReplyAudioHoldFrame):
             frames = self._take_back(frame)
@@ -321,35 +286,49 @@ class AvatarWebRTCOutputTransport(SmallWebRTCOutputTransport):
             await super().write_transport_frame(frame)
 
     def _take_back(self, hold: ReplyAudioHoldFrame) -> int:
-        sender = self._media_senders.get(None)
-        track = self._client._audio_output_track
+        sender = compat.media_sender(self)
+        track = self._live_reply_track()
         if (
             sender is None
-            or not isinstance(track, ReplyAudioTrack)
+            or track is None
             or self.sample_rate != hold.sample_rate  # chunks would not be whole frames
-            or sender._audio_runs  # part of a chunk waits to be filled: not frame-aligned
+            or compat.sender_has_partial_chunk(sender)  # not aligned to the frames before
         ):
             return 0
-        return take_back_unsent_audio(sender._audio_queue, track, hold.frame_samples)
+        queue = compat.sender_audio_queue(sender)
+        return take_back_unsent_audio(queue, track, hold.frame_samples)
 
 
 class AvatarWebRTCTransport(SmallWebRTCTransport):
-    """SmallWebRTC transport (pipecat's signalling and data channel) with paced avatar video."""
+    """SmallWebRTC transport (pipecat's signalling, client and data channel) with the
+    avatar's output tracks.
+
+    When the peer connects, pipecat's client makes its outgoing tracks and then reports
+    the connection; in between, this transport shortens the server's audio receive
+    delay and swaps in the avatar's tracks, so the ``on_client_connected`` handlers (the
+    greeting) write to those from the start.
+    """
 
     def __init__(self, connection: SmallWebRTCConnection, params: TransportParams) -> None:
         super().__init__(connection, params)
-        self._client = _AvatarWebRTCClient(connection, self._callbacks)
+        self._avatar_params = params
+        self._avatar_output: AvatarWebRTCOutputTransport | None = None
+        compat.run_before_client_connected(self, self._use_avatar_tracks)
+
+    async def _use_avatar_tracks(self, connection: SmallWebRTCConnection) -> None:
+        compat.shorten_audio_jitter_buffer(connection.pc, SERVER_AUDIO_PREFETCH)
+        self.output().use_avatar_tracks(connection)
 
     def output(self) -> AvatarWebRTCOutputTransport:
-        """The output processor: pipecat's, plus taking back unsent reply audio."""
-        if not self._output:
-            self._output = AvatarWebRTCOutputTransport(
-                self._client, self._params, name=self._output_name
-            )
-        assert isinstance(self._output, AvatarWebRTCOutputTransport)
-        return self._output
+        """The output processor: pipecat's, plus the avatar's tracks and taking back
+        unsent reply audio."""
+        if self._avatar_output is None:
+            client = compat.transport_client(self)
+            self._avatar_output = AvatarWebRTCOutputTransport(client, self._avatar_params)
+            compat.set_transport_output(self, self._avatar_output)
+        return self._avatar_output
 
     @property
     def video_track(self) -> AvatarVideoTrack | None:
         """The outgoing video track, once a peer is connected."""
-        return self._client.video_track  # type: ignore[attr-defined]
+        return self._avatar_output.video_track if self._avatar_output else None

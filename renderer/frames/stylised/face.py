@@ -1,4 +1,4 @@
-"""FaceRenderer: one motion vector in, one RGB frame of the stylised avatar out.
+"""StylisedFace: one motion vector in, one RGB frame of the stylised avatar out.
 
 The static layer (backdrop, shoulders, neck) is drawn once. Per frame only the
 window the head can touch is redrawn, and the detailed features (eyes, brows,
@@ -13,35 +13,20 @@ import threading
 import numpy as np
 import torch
 
-from renderer.frames.background import StaticLayer, to_uint8
-from renderer.frames.canvas import Canvas, FrameGrid, HeadTransform
-from renderer.frames.details import DetailLayer
-from renderer.frames.eyes import EyeLayer
-from renderer.frames.head import BOUNDS, HeadLayer
-from renderer.frames.mouth import MouthLayer
-from renderer.frames.palette import Palette, color_bank
-from renderer.frames.pose import Pose
+from renderer.frames.drawer import check_cancelled, resolve_device
+from renderer.frames.stylised.background import StaticLayer, to_uint8
+from renderer.frames.stylised.canvas import Canvas, FrameGrid, HeadTransform
+from renderer.frames.stylised.details import DetailLayer
+from renderer.frames.stylised.eyes import EyeLayer
+from renderer.frames.stylised.head import BOUNDS, HeadLayer
+from renderer.frames.stylised.mouth import MouthLayer
+from renderer.frames.stylised.palette import Palette, color_bank
+from renderer.frames.stylised.pose import Pose
 from renderer.motion.space import IDX, MOTION_DIM
 
 
-def resolve_device(device: str) -> torch.device:
-    """'auto' -> CUDA when available else CPU; 'cuda' without a GPU is a user error."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(
-            f"device={device!r} was requested but torch sees no CUDA GPU; "
-            "use device='cpu' or 'auto'"
-        )
-    return torch.device(device)
-
-
-class DrawCancelled(Exception):
-    """``render`` was called off midway: the frame it was drawing is no longer wanted."""
-
-
-class FaceRenderer:
-    """Draws the procedural face for a motion vector; ``render`` is thread-safe."""
+class StylisedFace:
+    """Draws the procedural face for a motion vector (a ``FrameDrawer``); thread-safe."""
 
     def __init__(self, width: int, height: int, device: str = "auto") -> None:
         if width < 16 or height < 16:
@@ -65,7 +50,7 @@ class FaceRenderer:
         """Draw one frame: (MOTION_DIM,) float motion -> (H, W, 3) contiguous uint8 RGB.
 
         When ``cancel`` is set from another thread, drawing stops at the next layer and
-        raises :class:`DrawCancelled`, so the thread is free for a frame that matters more.
+        raises ``DrawCancelled``, so the thread is free for a frame that matters more.
         """
         m = np.asarray(motion, dtype=np.float32)
         if m.shape != (MOTION_DIM,):
@@ -80,16 +65,16 @@ class FaceRenderer:
             cv = Canvas(self.grid, img, pose, box)
             hs = self.head.shape(pose, float(np.clip(m[IDX["jawOpen"]], 0.0, 1.0)))
             self.head.draw_back(cv, hs)
-            _check(cancel)
+            check_cancelled(cancel)
             head_cov = self.head.draw_skin(cv, hs)
-            _check(cancel)
+            check_cancelled(cancel)
             self.details.draw_cheeks(cv, m)
             self.details.draw_nose(cv)
-            _check(cancel)
+            check_cancelled(cancel)
             self.mouth.draw(cv, m)
-            _check(cancel)
+            check_cancelled(cancel)
             self.eyes.draw(cv, m)
-            _check(cancel)
+            check_cancelled(cancel)
             self.head.draw_front(cv, head_cov)
             out = self.static.image_u8.clone()  # (H, W, 3)
             out[r0:r1, c0:c1] = to_uint8(img)
@@ -101,8 +86,3 @@ class FaceRenderer:
         mx = 0.2 * abs(math.sin(pose.yaw))
         my = 0.2 * abs(math.sin(pose.pitch))
         return HeadTransform(pose).pixel_box(self.grid, x0 - mx, x1 + mx, y0 - my, y1 + my)
-
-
-def _check(cancel: threading.Event | None) -> None:
-    if cancel is not None and cancel.is_set():
-        raise DrawCancelled

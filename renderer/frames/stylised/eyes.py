@@ -8,8 +8,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from renderer.frames import sdf
-from renderer.frames.canvas import Canvas
+from renderer.frames.stylised import sdf
+from renderer.frames.stylised.canvas import Canvas
 from renderer.motion.space import IDX
 
 EYE_X, EYE_Y = 0.138, -0.005  # centre of the avatar's eyes, head space (x mirrored per side)

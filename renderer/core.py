@@ -1,32 +1,35 @@
-"""AvatarCore: audio in, paced frame steps out, cleared on interruption (no pipecat here).
+"""AvatarCore: the avatar's audio timeline and its motion (no pipecat, no clock, no threads).
 
-Shaped like LiveKit's avatar runner: ``push_audio`` / ``end_segment`` /
-``clear_buffer`` feed it, ``advance`` is called once per video frame period and
-hands back exactly one frame's worth of audio plus the motion for that frame, and
-``render`` turns a motion vector into pixels (the heavy part, for a worker thread).
+``push_audio`` / ``end_segment`` / ``clear_buffer`` feed it; ``advance`` is called once per
+video frame period and hands back exactly one frame's worth of audio plus the motion for
+that frame; ``render`` turns a motion vector into pixels through the configured face
+drawer (``renderer/frames/``). :class:`renderer.player.AvatarPlayer` drives it on a frame
+clock.
 
-Timeline: ``samples_pushed`` and ``samples_played`` count samples at
-``sample_rate`` over the core's lifetime. Pushed includes the silence that
-``end_segment`` pads with; played counts samples handed out by ``advance`` plus
-samples dropped by ``clear_buffer`` (which makes them equal). Both only grow, so an
-adapter can tag anything it must release in step with the audio with the current
-``samples_pushed`` and release it once ``samples_played`` reaches the tag.
+Timeline: ``samples_pushed`` and ``samples_played`` count samples at ``sample_rate`` over
+the core's lifetime. Pushed includes the silence that ``end_segment`` pads with; played
+counts samples handed out by ``advance`` plus samples dropped by ``clear_buffer`` (which
+makes them equal). Both only grow, so an adapter can tag anything it must release in step
+with the audio with the current ``samples_pushed`` and release it once ``samples_played``
+reaches the tag.
 
-Motion comes from one of two kinds of source. A ``MotionSource`` (the procedural v0)
-turns each frame's audio into motion as the frame plays. A ``StreamingMotionSource``
-(the learned model) is handed the speech audio as it is pushed, so it can look ahead;
-``advance`` then plays a frame of audio only once that source has its motion ready
-(until then the frame is an underrun: speaking, no audio, motion held), and asks it for
-one motion vector every frame, speech or idle.
+Motion comes from a :class:`~renderer.motion.source.MotionSource`: it is handed the speech
+audio as it is pushed, so it can look ahead, and asked for one motion vector every frame,
+speech or idle. ``advance`` plays a frame of audio only once the source can make that
+frame's motion (until then the frame is an underrun: speaking, no audio, motion held).
+Only a source that ``reads_frames`` (the procedural one) gets each frame's audio and
+phoneme marks; for the learned one the core keeps no marks at all. A source that makes
+motion in chunks (``ChunkedMotion``) lets the player sample the next chunk on a worker
+thread before ``advance`` needs it (``motion_job`` / ``commit_motion``).
 
 Quality: ``levels`` are the rungs of the degradation ladder (``renderer/ladder.py``) for
-this core's motion and size, and ``set_quality`` moves to one: fewer sampler steps for
-the learned motion, a new image only every ``render_every`` frames (``FrameStep.draw``
-says which; the adapter repeats the last image on the others), and drawing at a smaller
+this core's motion and size, and ``set_quality`` moves to one: fewer sampler steps for a
+``SteppedMotion`` source, a new image only every ``render_every`` frames (``FrameStep.draw``
+says which; the caller repeats the last image on the others), and drawing at a smaller
 size that ``render`` upscales, so its images always have the output size.
 
-``push_audio``, ``end_segment``, ``clear_buffer``, ``advance`` and ``set_quality`` are
-meant for one thread (the event loop); ``render`` is safe to call from a worker thread.
+Everything but ``render`` is meant for one thread (the event loop); ``render`` is safe to
+call from a worker thread.
 """
 
 from __future__ import annotations
@@ -35,20 +38,19 @@ import threading
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
 
 import numpy as np
+import soxr
 import torch
 import torch.nn.functional as F
 
 from renderer.config import AvatarSettings
-from renderer.frames.face import FaceRenderer
+from renderer.frames import FrameDrawer, build_drawer
 from renderer.ladder import QualityLevel, build_levels
-from renderer.motion.learned import LearnedMotion
-from renderer.motion.procedural import ProceduralMotion
+from renderer.motion.batch import ChunkJob
+from renderer.motion.source import ChunkedMotion, MotionSource, SteppedMotion
 from renderer.motion.visemes import VISEME_IDX
-from renderer.phonemes import PhonemeMark
-from renderer.resample import StreamResampler
+from speech.phonemes import PhonemeMark
 
 # A pause, a resume or an interruption changes where motion comes from; the face eases
 # into the new motion over this many frames instead of cutting.
@@ -60,6 +62,7 @@ RESUME_BLEND_FRAMES = 1
 PAUSE_MOUTH_DECAY = 0.5
 # Speech frames remembered so that a pause can take back what the transport never sent.
 REWIND_FRAMES = 10
+_EMPTY = np.zeros(0, dtype=np.float32)  # a frame's audio, for sources that do not read it
 
 
 @dataclass
@@ -73,45 +76,6 @@ class FrameStep:
     draw: bool = True  # False: the quality level skips this image; repeat the last one
 
 
-class MotionSource(Protocol):
-    """Turns one frame of audio (+ phoneme marks relative to it) into a motion vector."""
-
-    def step(
-        self,
-        audio: np.ndarray,
-        sample_rate: int,
-        phonemes: Sequence[PhonemeMark],
-        speaking: bool,
-    ) -> np.ndarray:
-        """(MOTION_DIM,) float32 motion for this frame."""
-        ...
-
-
-@runtime_checkable
-class StreamingMotionSource(Protocol):
-    """Takes speech audio as it is pushed (to look ahead) and hands out motion per frame."""
-
-    def push_audio(self, samples: np.ndarray, sample_rate: int) -> None:
-        """Speech audio, int16 mono at the core's rate, in the order it will play."""
-        ...
-
-    def end_audio(self, n_frames: int) -> None:
-        """The utterance pushed since the last end is complete and spans ``n_frames``."""
-        ...
-
-    def clear(self) -> None:
-        """Interruption: drop every pending sample and motion frame."""
-        ...
-
-    def ready(self) -> bool:
-        """True when the motion of the next frame to play can be produced now."""
-        ...
-
-    def next_motion(self, speaking: bool) -> np.ndarray:
-        """(MOTION_DIM,) float32 motion for this frame period."""
-        ...
-
-
 @dataclass
 class _Segment:
     start: int  # samples_pushed when its first sample arrived
@@ -119,14 +83,14 @@ class _Segment:
 
 
 class AvatarCore:
-    """Buffers speech audio and phonemes, paces them out per frame, drives the motion."""
+    """Buffers speech audio and phonemes, hands them out per frame, drives the motion."""
 
     def __init__(
         self,
         settings: AvatarSettings,
         sample_rate: int = 24000,
         *,
-        motion_source: MotionSource | StreamingMotionSource | None = None,
+        motion_source: MotionSource | None = None,
     ) -> None:
         if sample_rate <= 0:
             raise ValueError(f"sample_rate must be positive, got {sample_rate}")
@@ -142,39 +106,22 @@ class AvatarCore:
         self.samples_per_frame = sample_rate // settings.fps
         self.samples_pushed = 0
         self.samples_played = 0
-        self._renderer = FaceRenderer(settings.width, settings.height, settings.device)
-        if self._renderer.device.type == "cpu":
-            # Process-wide, set once: the renderer is tuned for a small fixed thread count.
-            torch.set_num_threads(settings.torch_threads)
-        if motion_source is None:
-            if settings.motion == "procedural":
-                motion_source = ProceduralMotion(fps=settings.fps, seed=settings.seed)
-            else:
-                motion_source = LearnedMotion(
-                    settings.motion_checkpoint,
-                    steps=settings.motion_steps,
-                    seed=settings.seed,
-                    fps=settings.fps,
-                )
-        self._motion: MotionSource | None = None
-        self._streaming: StreamingMotionSource | None = None
-        if isinstance(motion_source, StreamingMotionSource):
-            self._streaming = motion_source
-        else:
-            self._motion = motion_source
-        self.levels = build_levels(
-            settings.fps, settings.width, settings.height, _sampler_steps(motion_source)
-        )
+        self._drawer = build_drawer(settings)
+        self._motion: MotionSource = motion_source or _default_motion(settings, self._drawer)
+        steps = self._motion.steps if isinstance(self._motion, SteppedMotion) else 0
+        self.levels = build_levels(settings.fps, settings.width, settings.height, steps)
         self._quality = self.levels[0]
         self._skip_left = 0  # frames to go before the next image is drawn
         # Drawers by size: the output size, plus smaller ones made when a level needs them.
-        self._renderers = {(self._renderer.width, self._renderer.height): self._renderer}
-        self._renderers_lock = threading.Lock()
+        self._drawers = {(self._drawer.width, self._drawer.height): self._drawer}
+        self._drawers_lock = threading.Lock()
         self._buffer = bytearray()  # pending int16 PCM at sample_rate
         self._marks: deque[tuple[int, str]] = deque()  # (absolute sample, ipa), sorted
         self._segments: deque[_Segment] = deque()
         self._open = False  # a segment is accepting audio (pushed, not yet ended)
-        self._resampler: StreamResampler | None = None
+        self._resampler: soxr.ResampleStream | None = None
+        self._resampler_rate = 0
+        self._resampler_in = 0  # input samples the resampler has taken
         self._resampler_origin = 0  # samples_pushed when the resampler started
         self._index = 0
         self._paused = False
@@ -185,14 +132,19 @@ class AvatarCore:
         self._replay: deque[np.ndarray] = deque()  # motion of taken-back frames, oldest first
 
     @property
+    def motion_source(self) -> MotionSource:
+        """Where this core's motion comes from."""
+        return self._motion
+
+    @property
     def width(self) -> int:
         """Frame width in pixels."""
-        return self._renderer.width
+        return self._drawer.width
 
     @property
     def height(self) -> int:
         """Frame height in pixels."""
-        return self._renderer.height
+        return self._drawer.height
 
     @property
     def quality(self) -> QualityLevel:
@@ -204,8 +156,8 @@ class AvatarCore:
         the image stride from the next frame, the draw size from the next ``render``."""
         if level not in self.levels:
             raise ValueError(f"{level} is not one of this core's quality levels")
-        if level.motion_steps and isinstance(self._streaming, LearnedMotion):
-            self._streaming.set_steps(level.motion_steps)
+        if level.motion_steps and isinstance(self._motion, SteppedMotion):
+            self._motion.set_steps(level.motion_steps)
         self._skip_left = min(self._skip_left, level.render_every - 1)
         self._quality = level
 
@@ -239,22 +191,30 @@ class AvatarCore:
             self._open = True
             self._segments.append(_Segment(start=self.samples_pushed))
         samples = np.frombuffer(pcm, dtype=np.int16)
+        marks = phonemes if self._motion.reads_frames else ()
         if sample_rate == self.sample_rate:
             self._finish_resampler()  # a rate change mid-segment ends the old stream
-            for mark in phonemes:
+            for mark in marks:
                 at = self.samples_pushed + round(max(mark.offset_s, 0.0) * self.sample_rate)
                 self._add_mark(at, mark.ipa)
             self._append(samples)
             return
-        rs = self._resampler
-        if rs is None or rs.src_rate != sample_rate:
+        if self._resampler is None or self._resampler_rate != sample_rate:
             self._finish_resampler()
-            rs = self._resampler = StreamResampler(sample_rate, self.sample_rate)
+            # Quick (cubic) quality: no filter delay, so a reply's first frame is not held
+            # back, and no ringing at its first sample.
+            self._resampler = soxr.ResampleStream(
+                sample_rate, self.sample_rate, 1, dtype="int16", quality="QQ"
+            )
+            self._resampler_rate, self._resampler_in = sample_rate, 0
             self._resampler_origin = self.samples_pushed
-        for mark in phonemes:
-            at = self._resampler_origin + rs.output_index(max(mark.offset_s, 0.0))
+        for mark in marks:
+            # The resampled stream keeps time: input second s is output sample s * rate.
+            in_s = self._resampler_in / sample_rate + max(mark.offset_s, 0.0)
+            at = self._resampler_origin + round(in_s * self.sample_rate)
             self._add_mark(max(at, self.samples_pushed), mark.ipa)
-        self._append(rs.process(samples))
+        self._resampler_in += samples.size
+        self._append(self._resampler.resample_chunk(samples))
 
     def end_segment(self) -> None:
         """The current utterance is complete: pad its last partial frame with silence."""
@@ -268,9 +228,8 @@ class AvatarCore:
             pad = np.zeros(self.samples_per_frame - partial, dtype=np.int16)
             self._append(pad, speech=False)
         self._open = False
-        if self._streaming is not None:
-            frames = (self.samples_pushed - segment.start) // self.samples_per_frame
-            self._streaming.end_audio(frames)
+        frames = (self.samples_pushed - segment.start) // self.samples_per_frame
+        self._motion.end_audio(frames)
 
     @property
     def paused(self) -> bool:
@@ -320,8 +279,7 @@ class AvatarCore:
         self._replay.clear()
         self._paused = False
         self._blend_left = BLEND_FRAMES
-        if self._streaming is not None:
-            self._streaming.clear()
+        self._motion.clear()
         return played
 
     @property
@@ -331,14 +289,21 @@ class AvatarCore:
             return False
         pending = self.pending_samples
         has_frame = pending >= self.samples_per_frame or (pending > 0 and not self._open)
-        # A streaming source must have the frame's motion before its audio may play.
-        return has_frame and (self._streaming is None or self._streaming.ready())
+        # The source must be able to make the frame's motion before its audio may play.
+        return has_frame and self._motion.ready()
 
-    def prefetch_motion(self) -> None:
-        """Generate the motion the next ``advance`` needs now, when the caller has time to
-        spare (the render thread is busy), so that ``advance`` itself is quick."""
-        if isinstance(self._streaming, LearnedMotion) and not self._paused:
-            self._streaming.prefetch()
+    def motion_job(self) -> ChunkJob | None:
+        """The motion chunk the next ``advance`` needs, to be sampled off this thread
+        (``ChunkedMotion.run_job``) and handed back with ``commit_motion``; None when
+        nothing is due, the source has no chunks, or the speech is paused."""
+        if self._paused or not isinstance(self._motion, ChunkedMotion):
+            return None
+        return self._motion.next_job()
+
+    def commit_motion(self, job: ChunkJob, motion: np.ndarray) -> bool:
+        """A chunk sampled from ``motion_job``; False if the timeline moved on meanwhile."""
+        assert isinstance(self._motion, ChunkedMotion)
+        return self._motion.commit(job, motion)
 
     def advance(self) -> FrameStep:
         """One frame period: take a frame of audio (or none on underrun/idle), run motion."""
@@ -361,26 +326,24 @@ class AvatarCore:
             played = min(spf, self.pending_samples)
             self.samples_played += played
             replayed = self._replay.popleft() if self._replay else None
-            self.samples_pushed = max(self.samples_pushed, self.samples_played)
             while self._marks and self._marks[0][0] < start + spf:
                 at, ipa = self._marks.popleft()
                 marks.append(PhonemeMark(ipa, max(at - start, 0) / self.sample_rate))
             speaking = True
-            samples = np.frombuffer(audio, dtype=np.int16).astype(np.float32) * (1.0 / 32768.0)
+            samples = _EMPTY
+            if self._motion.reads_frames:
+                samples = np.frombuffer(audio, np.int16).astype(np.float32) * (1.0 / 32768.0)
         else:
             # Underrun (segment still open: keep speaking, no audio) or idle.
             audio = b""
             speaking = self._open
-            samples = np.zeros(0, dtype=np.float32)
+            samples = _EMPTY
             if not speaking:
                 self._marks.clear()  # marks past the end of the audio will never play
         if replayed is not None:
             motion = replayed  # a taken-back frame: its motion was already generated
-        elif self._streaming is not None:
-            motion = self._streaming.next_motion(speaking)
         else:
-            assert self._motion is not None
-            motion = self._motion.step(samples, self.sample_rate, marks, speaking)
+            motion = self._motion.next_motion(samples, self.sample_rate, marks, speaking)
         if self._blend_left and self._last_motion is not None:
             alpha = 1.0 / (self._blend_left + 1)
             motion = self._last_motion + alpha * (motion - self._last_motion)
@@ -405,9 +368,9 @@ class AvatarCore:
         the drawing off (``DrawCancelled``)."""
         level = self._quality
         size = (level.draw_width, level.draw_height)
-        renderer = self._renderers.get(size) or self._make_renderer(size)
-        image = renderer.render(motion, cancel)
-        if renderer is not self._renderer:
+        drawer = self._drawers.get(size) or self._make_drawer(size)
+        image = drawer.render(motion, cancel)
+        if drawer is not self._drawer:
             image = _upscale(image, self.height, self.width)
         return image
 
@@ -419,29 +382,29 @@ class AvatarCore:
         self._skip_left = self._quality.render_every - 1
         return True
 
-    def prepare_renderers(self) -> None:
+    def prepare_drawers(self) -> None:
         """Build the drawer of every quality level now (seconds of work, off the clock's
         path), so a step down the ladder never stalls a frame while one is built."""
         for level in self.levels:
             size = (level.draw_width, level.draw_height)
-            if size not in self._renderers:
-                self._make_renderer(size)
+            if size not in self._drawers:
+                self._make_drawer(size)
 
-    def _make_renderer(self, size: tuple[int, int]) -> FaceRenderer:
-        # Normally built by prepare_renderers; otherwise on first use, in the render thread.
-        with self._renderers_lock:
-            renderer = self._renderers.get(size)
-            if renderer is None:
-                renderer = FaceRenderer(*size, self.settings.device)
-                self._renderers = {**self._renderers, size: renderer}
-            return renderer
+    def _make_drawer(self, size: tuple[int, int]) -> FrameDrawer:
+        # Normally built by prepare_drawers; otherwise on first use, in the render thread.
+        with self._drawers_lock:
+            drawer = self._drawers.get(size)
+            if drawer is None:
+                drawer = build_drawer(self.settings, *size)
+                self._drawers = {**self._drawers, size: drawer}
+            return drawer
 
     def _append(self, samples: np.ndarray, speech: bool = True) -> None:
         samples = samples.astype("<i2", copy=False)
         self._buffer += samples.tobytes()
         self.samples_pushed += samples.size
-        if speech and self._streaming is not None and samples.size:
-            self._streaming.push_audio(samples, self.sample_rate)
+        if speech and samples.size:
+            self._motion.push_audio(samples, self.sample_rate)
 
     def _add_mark(self, at: int, ipa: str) -> None:
         # Marks normally arrive in order; keep the deque sorted when they do not.
@@ -453,8 +416,9 @@ class AvatarCore:
 
     def _finish_resampler(self) -> None:
         if self._resampler is not None:
-            self._append(self._resampler.flush())
+            tail = self._resampler.resample_chunk(np.zeros(0, np.int16), last=True)
             self._resampler = None
+            self._append(tail)
 
     def _played_in_segment(self) -> float:
         """Seconds played of the segment being played out (or the last one played)."""
@@ -475,9 +439,21 @@ class AvatarCore:
             self._segments.popleft()
 
 
-def _sampler_steps(source: MotionSource | StreamingMotionSource) -> int:
-    """Sampler steps of a learned motion source; 0 for a source with none to trade."""
-    return source.steps if isinstance(source, LearnedMotion) else 0
+def _default_motion(settings: AvatarSettings, drawer: FrameDrawer) -> MotionSource:
+    """The motion source the settings name, on the drawer's device."""
+    if settings.motion == "procedural":
+        from renderer.motion.procedural import ProceduralMotion
+
+        return ProceduralMotion(fps=settings.fps, seed=settings.seed)
+    from renderer.motion.learned import LearnedMotion
+
+    return LearnedMotion(
+        settings.motion_checkpoint,
+        steps=settings.motion_steps,
+        seed=settings.seed,
+        fps=settings.fps,
+        device=drawer.device,
+    )
 
 
 def _upscale(image: np.ndarray, height: int, width: int) -> np.ndarray:

@@ -1,0 +1,1 @@
+"""The stylised face: a procedural torch drawing (signed distance fields, layered)."""

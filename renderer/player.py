@@ -1,0 +1,410 @@
+"""AvatarPlayer: pushed speech audio in, paced (audio, image) frames out. No pipecat here.
+
+Its surface is the shape of LiveKit's avatar runner: ``push_audio`` as fast as TTS makes
+it, ``flush`` at the end of a segment, ``clear_buffer`` on an interruption (it returns how
+much of the segment was heard, so the conversation keeps only that), ``pause`` and
+``resume`` while the user may be talking, and ``async for frame in player`` for the
+output: one :class:`AvatarFrame` per video frame period, each released on time, carrying
+that period's slice of audio (or none) and the image drawn for it. A pipecat stage, a
+LiveKit worker or an offline renderer drive the same player.
+
+Inside, a frame clock paces :class:`~renderer.core.AvatarCore` (the audio timeline and
+its motion). Two worker threads keep the heavy work off the event loop: one samples the
+motion model's chunks (started as soon as a chunk is due, so it runs while the previous
+frame is drawn), one draws images through the configured face drawer. When nothing is
+said the clock keeps making idle frames, so the video never stalls. A reply does not wait
+for an idle image: one still being drawn when speech is ready is called off (the drawer
+stops at its next checkpoint) and the reply's first frame takes its place; its motion is
+sampled meanwhile. An image whose motion has not changed (the face held while audio is
+late) is not drawn again.
+
+The clock times each frame's work (motion and drawing, measured in the worker threads so
+a busy event loop is not mistaken for a slow renderer) and feeds it to the degradation
+ladder (``renderer/ladder.py``), which steps the core's quality down when frames fall
+behind their budget and back up when there is headroom; each step is logged. On frames
+the quality level does not draw, the last image goes out again: one frame per period.
+
+Everything but the worker threads runs on the event loop; no method blocks it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+from loguru import logger
+
+from renderer.core import AvatarCore
+from renderer.frames import DrawCancelled
+from renderer.ladder import DegradationLadder, QualityLevel
+from renderer.motion.batch import ChunkJob
+from renderer.motion.source import ChunkedMotion
+from speech.phonemes import PhonemeMark
+
+# A clock at most this late catches up by making the frames it owes back to back; the
+# outgoing audio track waits a little longer than this for a late write (see
+# pipelines/transports/smallwebrtc.py), so the burst only makes up for the delay. A clock
+# later than this restarts from now instead: the outgoing track has covered the stall
+# with silence, and a burst would leave that much reply audio queued behind the face.
+MAX_CATCH_UP_S = 0.05
+# A stall this long (a debugger, a swapped-out process) is worth a warning.
+STALL_WARNING_S = 0.2
+
+
+@dataclass(frozen=True)
+class AvatarFrame:
+    """One video frame period of the avatar."""
+
+    index: int  # frames made since start
+    audio: bytes  # int16 mono PCM at the player's sample rate for this period, or b""
+    image: bytes  # (height, width, 3) uint8 RGB: drawn for this period, or the last repeated
+    size: tuple[int, int]  # (width, height)
+    drawn: bool  # a new image (False: the last one again)
+    speaking: bool  # inside a reply (audio may still be missing: an underrun or a pause)
+
+
+class AvatarPlayer:
+    """Paces an :class:`AvatarCore` into frames; see the module docstring."""
+
+    def __init__(self, core: AvatarCore) -> None:
+        self.core = core
+        settings = core.settings
+        self.ladder: DegradationLadder | None = None
+        if settings.degrade:
+            self.ladder = DegradationLadder(
+                core.levels, core.fps, budget_ratio=settings.frame_budget_ratio
+            )
+        source = core.motion_source
+        self._chunked = source if isinstance(source, ChunkedMotion) else None
+        self._render: ThreadPoolExecutor | None = None
+        self._motion: ThreadPoolExecutor | None = None
+        self._motion_job: tuple[ChunkJob, Future[tuple[np.ndarray, float]]] | None = None
+        self._closed = False
+        # Bumped by every interruption, so a frame being made while it happened does not
+        # release audio that belongs to the interrupted reply.
+        self._epoch = 0
+        self._returned_frames = 0  # handed back unsent; rewound before the next frame
+        self._speech_ready = asyncio.Event()  # speech can start between idle frames
+        self._idle_draw: threading.Event | None = None  # calls off the idle image drawn now
+        self._image: bytes | None = None  # the last image, repeated on frames not drawn
+        self._image_motion: np.ndarray | None = None  # the motion that image shows
+        self._playing = False  # the last frame carried audio
+        self._clock_start = 0.0
+        self._clock_index = 0
+        self._due: float | None = None  # when the next frame is due (None: now)
+        self.frames_rendered = 0  # frames made (one per period)
+        self.frames_drawn = 0  # of those, newly drawn images (the rest repeat the last)
+        self.draws_called_off = 0  # images without speech given up for a speech frame
+
+    # ------------------------------------------------------------------ the timeline
+
+    @property
+    def sample_rate(self) -> int:
+        """Sample rate of the audio in and out."""
+        return self.core.sample_rate
+
+    @property
+    def samples_per_frame(self) -> int:
+        """Audio samples per video frame period."""
+        return self.core.samples_per_frame
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) of the images."""
+        return (self.core.width, self.core.height)
+
+    @property
+    def samples_pushed(self) -> int:
+        """Samples pushed so far (with the padding that ends each segment)."""
+        return self.core.samples_pushed
+
+    @property
+    def samples_played(self) -> int:
+        """Samples released in frames so far, plus those dropped by ``clear_buffer``."""
+        return self.core.samples_played
+
+    @property
+    def pending_seconds(self) -> float:
+        """Seconds of audio pushed and not yet released."""
+        return self.core.pending_seconds
+
+    @property
+    def speaking(self) -> bool:
+        """True while a segment is open or its audio is still queued."""
+        return self.core.speaking
+
+    @property
+    def paused(self) -> bool:
+        """True while the speech is held (``pause``)."""
+        return self.core.paused
+
+    @property
+    def quality(self) -> QualityLevel:
+        """The quality level frames are made at."""
+        return self.core.quality
+
+    # --------------------------------------------------------------------- the input
+
+    def push_audio(
+        self, pcm: bytes, sample_rate: int, phonemes: list[PhonemeMark] | tuple = ()
+    ) -> None:
+        """Queue int16 mono speech (any rate) and its phoneme marks; starts a segment."""
+        self.core.push_audio(pcm, sample_rate, phonemes)
+        self._start_speech_if_ready()
+
+    def flush(self) -> None:
+        """The current segment is complete: its last partial frame is padded, then it ends."""
+        self.core.end_segment()
+
+    def clear_buffer(self) -> float:
+        """Interruption: drop all queued audio and motion. Returns the seconds of the
+        current segment that were released (heard), for the conversation's history."""
+        self._epoch += 1
+        self._returned_frames = 0
+        return self.core.clear_buffer()
+
+    def pause(self) -> None:
+        """Hold the speech where it is (it stays queued); the mouth relaxes, the face lives."""
+        self.core.pause()
+
+    def resume(self) -> None:
+        """Continue the held speech from where it stopped."""
+        self.core.resume()
+        self._start_speech_if_ready()
+
+    def take_back(self, frames: int) -> None:
+        """While paused: the newest ``frames`` frames released were never heard (a transport
+        had not sent them). They are put back before the next frame and replay on resume."""
+        self._returned_frames += frames
+
+    @property
+    def epoch(self) -> int:
+        """Bumped by every ``clear_buffer``, to tie answers to what they were about."""
+        return self._epoch
+
+    # -------------------------------------------------------------------- the output
+
+    def start(self) -> None:
+        """Start the worker threads and build every quality level's drawer in the render
+        thread (queued first, so it is done before the first frame). Idempotent."""
+        if self._render is None and not self._closed:
+            self._render = ThreadPoolExecutor(1, thread_name_prefix="avatar-render")
+            self._render.submit(self.core.prepare_drawers)
+            if self._chunked is not None:
+                self._motion = ThreadPoolExecutor(1, thread_name_prefix="avatar-motion")
+
+    async def aclose(self) -> None:
+        """Stop making frames and let the worker threads go; idempotent, never waits on
+        a drawing in progress (it finishes on its own and is dropped)."""
+        self._closed = True
+        self._motion_job = None
+        for pool in (self._render, self._motion):
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
+        self._render = self._motion = None
+
+    def __aiter__(self) -> AvatarPlayer:
+        return self
+
+    async def __anext__(self) -> AvatarFrame:
+        """The next frame, released when it is due (at once when it is the first of a reply)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            if self._closed:
+                raise StopAsyncIteration
+            self.start()
+            await self._wait_until_due(loop)
+            try:
+                frame = await self._make_frame()
+            except (asyncio.CancelledError, StopAsyncIteration):
+                raise
+            except Exception as exc:  # keep the face alive: one bad frame must not end the call
+                if self._closed:
+                    raise StopAsyncIteration from exc
+                logger.exception(f"avatar frame {self._clock_index} failed: {exc}")
+                self._tick(loop)
+                continue
+            if frame is None:  # the frame gave way to speech that is ready now
+                self._restart_clock(loop)
+                continue
+            self._tick(loop)
+            return frame
+
+    def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._clock_index += 1
+        self._due = self._clock_start + self._clock_index / self.core.fps
+
+    def _restart_clock(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._clock_start, self._clock_index, self._due = loop.time(), 0, None
+
+    async def _wait_until_due(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._due is None:
+            self._restart_clock(loop)
+            return
+        delay = self._due - loop.time()
+        if delay > 0:
+            if await self._wait_for_speech(delay):
+                self._restart_clock(loop)  # the clock's phase follows the reply
+        elif -delay > MAX_CATCH_UP_S:
+            late = f"avatar frame clock {-delay * 1000:.0f} ms late; restarting it from now"
+            if -delay > STALL_WARNING_S:
+                logger.warning(late)
+            else:
+                logger.debug(late)
+            self._restart_clock(loop)
+
+    async def _wait_for_speech(self, timeout_s: float) -> bool:
+        """Sleep until the next frame is due; True if speech became ready first.
+
+        A reply's first frame goes out as soon as its audio and motion are ready instead
+        of up to a frame period later; the clock then counts its periods from there.
+        """
+        self._speech_ready.clear()
+        if not self._playing and self.core.audio_ready:
+            return True
+        try:
+            await asyncio.wait_for(self._speech_ready.wait(), timeout_s)
+        except TimeoutError:
+            return False
+        return True
+
+    def _start_speech_if_ready(self) -> None:
+        """Start speech now, not at the next idle tick: wake the clock, and call off an
+        image being drawn without speech (the speech frame takes its place)."""
+        if not self._playing and self.core.audio_ready:
+            self._speech_ready.set()
+            if self._idle_draw is not None:
+                self._idle_draw.set()
+                # While the render thread gives the image up, the first speech frame's
+                # motion is sampled on the motion thread.
+                self._prefetch_motion()
+
+    async def _make_frame(self) -> AvatarFrame | None:
+        """One frame period: motion, advance the core, draw if the image changes.
+
+        Returns None when the frame's image was called off because speech became ready
+        while it was drawn: nothing goes out, and the speech frame is made at once.
+        """
+        epoch = self._epoch
+        self._rewind_returned()
+        work_s = await self._motion_for_next_frame()
+        began = time.perf_counter()
+        step = self.core.advance()
+        work_s += time.perf_counter() - began
+        self._prefetch_motion()  # the next chunk, if due, is sampled while this one draws
+        self._playing = bool(step.audio)
+        unchanged = self._image_motion is not None and np.array_equal(
+            step.motion, self._image_motion
+        )
+        drawn = False
+        if self._image is None or (step.draw and not unchanged):
+            # Only an image without speech may be called off (for speech).
+            cancel = threading.Event() if self._image is not None and not step.audio else None
+            self._idle_draw = cancel
+            try:
+                loop = asyncio.get_running_loop()
+                image, draw_s = await loop.run_in_executor(
+                    self._render, self._draw, step.motion, cancel
+                )
+            finally:
+                self._idle_draw = None
+            if image is None:
+                self.draws_called_off += 1
+                return None
+            self._image, self._image_motion = image, step.motion
+            work_s += draw_s
+            drawn = True
+            self.frames_drawn += 1
+        audio = b""
+        if step.audio and epoch == self._epoch:
+            if self.core.paused:  # paused while drawing: this audio was never released
+                self.core.rewind(1)
+            else:
+                audio = step.audio
+        assert self._image is not None
+        frame = AvatarFrame(
+            index=self.frames_rendered,
+            audio=audio,
+            image=self._image,
+            size=self.size,
+            drawn=drawn,
+            speaking=step.speaking,
+        )
+        self.frames_rendered += 1
+        self._observe_work(work_s)
+        return frame
+
+    def _rewind_returned(self) -> None:
+        """Put the frames handed back after a pause back into the core.
+
+        Done between frames, so a frame whose audio was never released (the pause came
+        while it was drawn) has already been rewound and the count matches the newest.
+        """
+        frames, self._returned_frames = self._returned_frames, 0
+        if frames and self.core.paused:
+            taken = self.core.rewind(frames)
+            logger.debug(f"avatar took back {taken} unsent frames of the paused reply")
+
+    def _prefetch_motion(self) -> None:
+        """Start sampling the chunk the next frame needs, if it is due and none is running."""
+        if self._motion_job is not None or self._motion is None or self._chunked is None:
+            return
+        job = self.core.motion_job()
+        if job is not None:
+            self._motion_job = (job, self._motion.submit(self._sample, self._chunked, job))
+
+    async def _motion_for_next_frame(self) -> float:
+        """Commit the chunk the next frame needs, sampling it on the motion thread if it is
+        not there yet; returns the sampling time (frame work for the ladder)."""
+        spent = 0.0
+        while True:
+            if self._motion_job is None:
+                self._prefetch_motion()
+            if self._motion_job is None:
+                return spent
+            job, future = self._motion_job
+            try:
+                motion, sample_s = await asyncio.wrap_future(future)
+            finally:
+                self._motion_job = None
+            spent += sample_s
+            self.core.commit_motion(job, motion)  # stale (an interruption): dropped
+
+    @staticmethod
+    def _sample(source: ChunkedMotion, job: ChunkJob) -> tuple[np.ndarray, float]:
+        """Motion thread: one chunk, and how long it took."""
+        began = time.perf_counter()
+        motion = source.run_job(job)
+        return motion, time.perf_counter() - began
+
+    def _draw(
+        self, motion: np.ndarray, cancel: threading.Event | None
+    ) -> tuple[bytes | None, float]:
+        """Render thread: the frame's pixels (None if called off) and how long drawing took."""
+        began = time.perf_counter()
+        try:
+            image: bytes | None = self.core.render(motion, cancel).tobytes()
+        except DrawCancelled:
+            image = None
+        return image, time.perf_counter() - began
+
+    def _observe_work(self, work_s: float) -> None:
+        """Feed one frame's work time to the ladder; apply and log a change of level."""
+        ladder = self.ladder
+        if ladder is None:
+            return
+        before, was = ladder.level, ladder.index
+        level = ladder.observe(work_s)
+        if level is None:
+            return
+        self.core.set_quality(level)
+        logger.info(
+            f"avatar quality {'down' if ladder.index > was else 'up'}: "
+            f"{before.describe()} -> {level.describe()} (frame work "
+            f"{ladder.decided_load_s * 1000:.1f} ms on average, budget "
+            f"{ladder.budget_s * 1000:.1f} ms)"
+        )

@@ -1,0 +1,76 @@
+"""Batched motion: several sessions' chunks in one forward pass give each its own motion."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from renderer.motion.batch import sample_chunks
+from renderer.motion.bench import bench_batched, format_batched_table, speechlike
+from renderer.motion.checkpoint import load_model
+from renderer.motion.stream import MotionGenerator, generate, generate_batch
+
+
+@pytest.fixture(scope="module")
+def model():  # type: ignore[no-untyped-def]
+    return load_model()
+
+
+def utterances() -> list[np.ndarray]:
+    """Four different speech-like recordings of different lengths, 16 kHz."""
+    return [speechlike(seconds, seed=i) for i, seconds in enumerate((1.3, 2.0, 0.7, 1.65))]
+
+
+def test_a_batch_of_four_utterances_equals_four_separate_runs(model) -> None:  # type: ignore[no-untyped-def]
+    recordings = utterances()
+    together = generate_batch(model, recordings, steps=4, seeds=[3, 5, 7, 9])
+    for recording, seed, batched in zip(recordings, [3, 5, 7, 9], together, strict=True):
+        alone = generate(model, recording, steps=4, seed=seed, piece_s=0.02)
+        assert batched.shape == alone.shape
+        np.testing.assert_allclose(batched, alone, atol=1e-4)
+    # Different utterances really gave different motion: the batch kept them apart.
+    assert np.abs(together[0][:15] - together[1][:15]).max() > 0.05
+
+
+def test_jobs_with_different_steps_sample_in_their_own_groups(model) -> None:  # type: ignore[no-untyped-def]
+    gens = [MotionGenerator(model, steps=s, seed=0) for s in (1, 4, 1)]
+    jobs = [gen.next_job() for gen in gens]
+    assert all(job is not None for job in jobs)
+    together = sample_chunks(model, jobs)  # type: ignore[arg-type]
+    alone = [sample_chunks(model, [job])[0] for job in jobs]  # type: ignore[list-item]
+    for a, b in zip(together, alone, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-4)
+    assert np.abs(together[0] - together[1]).max() > 1e-3, "1 step and 4 steps differ"
+
+
+def test_a_job_cut_before_an_interruption_is_not_committed(model) -> None:  # type: ignore[no-untyped-def]
+    gen = MotionGenerator(model, steps=1)
+    gen.push(speechlike(1.0), 16000)
+    job = gen.next_job()
+    assert job is not None
+    motion = sample_chunks(model, [job])[0]
+    gen.drop_pending()  # the interruption comes while the chunk is being sampled
+    assert not gen.commit(job, motion), "stale motion stays out of the timeline"
+    assert gen.frames_generated == 0
+    fresh = gen.next_job()
+    assert fresh is not None and gen.commit(fresh, sample_chunks(model, [fresh])[0])
+    assert gen.frames_generated == model.cfg.chunk
+
+
+def test_jobs_carry_cpu_tensors_and_the_batch_runs_on_the_models_device(model) -> None:  # type: ignore[no-untyped-def]
+    job = MotionGenerator(model).next_job()
+    assert job is not None
+    cfg = model.cfg
+    assert job.audio.shape == (cfg.window, cfg.audio_dim) and job.audio.dtype == torch.float32
+    assert job.noise.shape == (cfg.chunk, cfg.motion_dim)
+    (motion,) = sample_chunks(model, [job])
+    assert motion.shape == (cfg.chunk, cfg.motion_dim) and motion.dtype == np.float32
+
+
+def test_batched_bench_prints_a_row_per_batch_size(model) -> None:  # type: ignore[no-untyped-def]
+    result = bench_batched(model, (1, 3), seconds=1.0)
+    assert [r["batch"] for r in result["results"]] == [1, 3]
+    assert all(r["chunks"] > 0 and r["chunks_per_s"] > 0 for r in result["results"])
+    table = format_batched_table(result)
+    assert "chunks/s" in table and "cpu" in table
