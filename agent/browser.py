@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import soxr
 import uvicorn
 
 from agent.config import Settings
@@ -72,8 +73,7 @@ def write_speech_wav(
     for i, text in enumerate(questions):
         speech, speech_rate = synthesize(text, voice="en-us", rate=165, pitch=50)
         if speech_rate != rate:
-            idx = np.arange(0, len(speech), speech_rate / rate)
-            speech = np.interp(idx, np.arange(len(speech)), speech).astype(np.int16)
+            speech = soxr.resample(np.asarray(speech, np.int16), speech_rate, rate)
         pieces.append(speech)
         spans.append((position, position + len(speech) / rate))
         position += len(speech) / rate

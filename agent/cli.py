@@ -84,16 +84,21 @@ def _write_json(path: Path | None, data: dict[str, Any]) -> None:
 
 
 def cmd_bench_render(args: argparse.Namespace) -> int:
-    """Time the frame renderer."""
+    """Time the face drawer (``--face``, default ``avatar.face`` of the settings)."""
     from renderer.bench import bench_frames
 
-    result = bench_frames(
-        width=args.width,
-        height=args.height,
-        frames=args.frames,
-        threads=args.threads,
-        device=args.device,
-    )
+    face = args.face or _settings(args).avatar.face
+    try:
+        result = bench_frames(
+            width=args.width,
+            height=args.height,
+            frames=args.frames,
+            threads=args.threads,
+            device=args.device,
+            face=face,
+        )
+    except ValueError as exc:
+        return _fail(str(exc))
     _print_table(result)
     _write_json(args.json, result)
     return 0
@@ -394,7 +399,9 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--frames", type=int, default=200)
     render.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     render.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    render.add_argument("--face", help="face drawer (default: avatar.face of the settings)")
     render.add_argument("--json", type=Path, help="also write the figures here")
+    _add_config_flags(render)
     render.set_defaults(func=cmd_bench_render)
     e2e = bench_sub.add_parser("e2e", help="speech end -> first reply audio, in headless Chromium")
     e2e.add_argument("--turns", type=int, default=3)

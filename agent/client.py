@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+import soxr
 from aiortc import (
     AudioStreamTrack,
     MediaStreamTrack,
@@ -111,8 +112,7 @@ class MicrophoneTrack(AudioStreamTrack):
     def say(self, pcm: np.ndarray, sample_rate: int) -> float:
         """Queue int16 mono audio; returns when (time.monotonic()) it starts being sent."""
         if sample_rate != MIC_RATE:
-            idx = np.arange(0, len(pcm), sample_rate / MIC_RATE)
-            pcm = np.interp(idx, np.arange(len(pcm)), pcm).astype(np.int16)
+            pcm = soxr.resample(np.asarray(pcm, np.int16), sample_rate, MIC_RATE)
         queued = len(self._pending)
         self._pending = np.concatenate([self._pending, pcm.astype(np.int16)])
         if self._t0 is None:

@@ -28,8 +28,8 @@ this core's motion and size, and ``set_quality`` moves to one: fewer sampler ste
 says which; the caller repeats the last image on the others), and drawing at a smaller
 size that ``render`` upscales, so its images always have the output size.
 
-Everything but ``render`` is meant for one thread (the event loop); ``render`` is safe to
-call from a worker thread.
+Everything but ``render`` and ``prepare_drawers`` is meant for one thread (the event
+loop); those two are safe to call from a worker thread.
 """
 
 from __future__ import annotations
@@ -299,6 +299,10 @@ class AvatarCore:
         if self._paused or not isinstance(self._motion, ChunkedMotion):
             return None
         return self._motion.next_job()
+
+    def motion_job_is_current(self, job: ChunkJob) -> bool:
+        """Whether a job from ``motion_job`` is still the chunk the timeline needs next."""
+        return isinstance(self._motion, ChunkedMotion) and self._motion.is_current(job)
 
     def commit_motion(self, job: ChunkJob, motion: np.ndarray) -> bool:
         """A chunk sampled from ``motion_job``; False if the timeline moved on meanwhile."""

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-# FaceRenderer's smallest frame side; a half-resolution rung below it is left out.
+# The smallest side a face drawer is asked to draw; a half-resolution rung below it is left out.
 MIN_DRAW_SIDE = 16
 
 

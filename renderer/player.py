@@ -159,6 +159,7 @@ class AvatarPlayer:
     def flush(self) -> None:
         """The current segment is complete: its last partial frame is padded, then it ends."""
         self.core.end_segment()
+        self._start_speech_if_ready()  # a short reply may only now have its last frame
 
     def clear_buffer(self) -> float:
         """Interruption: drop all queued audio and motion. Returns the seconds of the
@@ -195,13 +196,16 @@ class AvatarPlayer:
             self._render = ThreadPoolExecutor(1, thread_name_prefix="avatar-render")
             self._render.submit(self.core.prepare_drawers)
             if self._chunked is not None:
-                self._motion = ThreadPoolExecutor(1, thread_name_prefix="avatar-motion")
+                # Two workers: a stale chunk still being sampled never holds up the next.
+                self._motion = ThreadPoolExecutor(2, thread_name_prefix="avatar-motion")
 
     async def aclose(self) -> None:
         """Stop making frames and let the worker threads go; idempotent, never waits on
-        a drawing in progress (it finishes on its own and is dropped)."""
+        a drawing in progress (it finishes on its own and is dropped). An iteration in
+        progress ends with ``StopAsyncIteration``."""
         self._closed = True
         self._motion_job = None
+        self._speech_ready.set()  # wakes a clock sleeping until the next frame
         for pool in (self._render, self._motion):
             if pool is not None:
                 pool.shutdown(wait=False, cancel_futures=True)
@@ -220,21 +224,26 @@ class AvatarPlayer:
             await self._wait_until_due(loop)
             try:
                 frame = await self._make_frame()
-            except (asyncio.CancelledError, StopAsyncIteration):
+            except asyncio.CancelledError:
+                # A worker future cancelled by aclose() ends the iteration; a cancelled
+                # consumer task stays cancelled.
+                task = asyncio.current_task()
+                if self._closed and task is not None and not task.cancelling():
+                    raise StopAsyncIteration from None
                 raise
             except Exception as exc:  # keep the face alive: one bad frame must not end the call
                 if self._closed:
                     raise StopAsyncIteration from exc
                 logger.exception(f"avatar frame {self._clock_index} failed: {exc}")
-                self._tick(loop)
+                self._tick()
                 continue
             if frame is None:  # the frame gave way to speech that is ready now
                 self._restart_clock(loop)
                 continue
-            self._tick(loop)
+            self._tick()
             return frame
 
-    def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _tick(self) -> None:
         self._clock_index += 1
         self._due = self._clock_start + self._clock_index / self.core.fps
 
@@ -279,9 +288,9 @@ class AvatarPlayer:
             self._speech_ready.set()
             if self._idle_draw is not None:
                 self._idle_draw.set()
-                # While the render thread gives the image up, the first speech frame's
-                # motion is sampled on the motion thread.
-                self._prefetch_motion()
+            # The first speech frame's motion is sampled on the motion thread meanwhile
+            # (while the clock wakes, or the render thread gives its image up).
+            self._prefetch_motion()
 
     async def _make_frame(self) -> AvatarFrame | None:
         """One frame period: motion, advance the core, draw if the image changes.
@@ -289,9 +298,12 @@ class AvatarPlayer:
         Returns None when the frame's image was called off because speech became ready
         while it was drawn: nothing goes out, and the speech frame is made at once.
         """
-        epoch = self._epoch
+        render = self._render
         self._rewind_returned()
         work_s = await self._motion_for_next_frame()
+        if self._closed or render is None:
+            raise StopAsyncIteration
+        epoch = self._epoch  # an interruption from here on drops this frame's audio
         began = time.perf_counter()
         step = self.core.advance()
         work_s += time.perf_counter() - began
@@ -307,9 +319,7 @@ class AvatarPlayer:
             self._idle_draw = cancel
             try:
                 loop = asyncio.get_running_loop()
-                image, draw_s = await loop.run_in_executor(
-                    self._render, self._draw, step.motion, cancel
-                )
+                image, draw_s = await loop.run_in_executor(render, self._draw, step.motion, cancel)
             finally:
                 self._idle_draw = None
             if image is None:
@@ -350,28 +360,37 @@ class AvatarPlayer:
             logger.debug(f"avatar took back {taken} unsent frames of the paused reply")
 
     def _prefetch_motion(self) -> None:
-        """Start sampling the chunk the next frame needs, if it is due and none is running."""
-        if self._motion_job is not None or self._motion is None or self._chunked is None:
+        """Start sampling the chunk the next frame needs, if it is due and not running."""
+        if self._motion is None or self._chunked is None:
             return
+        if self._motion_job is not None:
+            if self.core.motion_job_is_current(self._motion_job[0]):
+                return
+            # Stale (an interruption, or a reply replacing idle motion): let it finish on
+            # its own and drop it; the chunk that matters now must not queue behind it.
+            self._motion_job[1].cancel()
+            self._motion_job = None
         job = self.core.motion_job()
         if job is not None:
             self._motion_job = (job, self._motion.submit(self._sample, self._chunked, job))
 
     async def _motion_for_next_frame(self) -> float:
         """Commit the chunk the next frame needs, sampling it on the motion thread if it is
-        not there yet; returns the sampling time (frame work for the ladder)."""
+        not there yet. Returns the frame work it cost: the sampling time, or only the wait
+        when the chunk was sampled ahead, in parallel with the last drawing."""
         spent = 0.0
         while True:
-            if self._motion_job is None:
-                self._prefetch_motion()
+            self._prefetch_motion()
             if self._motion_job is None:
                 return spent
             job, future = self._motion_job
+            began = time.perf_counter()
             try:
                 motion, sample_s = await asyncio.wrap_future(future)
             finally:
-                self._motion_job = None
-            spent += sample_s
+                if self._motion_job is not None and self._motion_job[1] is future:
+                    self._motion_job = None
+            spent += min(sample_s, time.perf_counter() - began)
             self.core.commit_motion(job, motion)  # stale (an interruption): dropped
 
     @staticmethod

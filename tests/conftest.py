@@ -1,10 +1,22 @@
-"""Shared fixtures: every async test must leave no asyncio task behind."""
+"""Shared fixtures: the process is set up as the server sets it up, and every async test
+must leave no asyncio task behind."""
 
 from __future__ import annotations
 
 import asyncio
 
 import pytest
+
+from agent.config import Settings
+from agent.process import configure_process
+
+
+@pytest.fixture(autouse=True, scope="session")
+def server_process_settings() -> None:
+    """Apply the default process-wide settings once, as ``visage serve`` does at start
+    (torch's thread pool, the thread switch interval, loopback ICE candidates), so tests
+    that drive the avatar without a server run it the way the server does."""
+    configure_process(Settings())
 
 
 @pytest.fixture(autouse=True)

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
 
-from renderer.motion.batch import sample_chunks
+from renderer.motion import stream
+from renderer.motion.batch import SILENCE_MOUTH_GAIN, sample_chunks
 from renderer.motion.bench import bench_batched, format_batched_table, speechlike
 from renderer.motion.checkpoint import load_model
+from renderer.motion.sampler import flow_times
+from renderer.motion.space import clip_motion
 from renderer.motion.stream import MotionGenerator, generate, generate_batch
+from renderer.motion.visemes import VISEME_IDX
 
 
 @pytest.fixture(scope="module")
@@ -22,9 +28,18 @@ def utterances() -> list[np.ndarray]:
     return [speechlike(seconds, seed=i) for i, seconds in enumerate((1.3, 2.0, 0.7, 1.65))]
 
 
-def test_a_batch_of_four_utterances_equals_four_separate_runs(model) -> None:  # type: ignore[no-untyped-def]
+def test_a_batch_of_four_utterances_equals_four_separate_runs(model, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     recordings = utterances()
+    sizes: list[int] = []
+
+    def counting(model, jobs):  # type: ignore[no-untyped-def]
+        sizes.append(len(jobs))
+        return sample_chunks(model, jobs)
+
+    monkeypatch.setattr(stream, "sample_chunks", counting)
     together = generate_batch(model, recordings, steps=4, seeds=[3, 5, 7, 9])
+    monkeypatch.undo()
+    assert max(sizes) == 4, "the four sessions' chunks were sampled in one pass"
     for recording, seed, batched in zip(recordings, [3, 5, 7, 9], together, strict=True):
         alone = generate(model, recording, steps=4, seed=seed, piece_s=0.02)
         assert batched.shape == alone.shape
@@ -58,7 +73,26 @@ def test_a_job_cut_before_an_interruption_is_not_committed(model) -> None:  # ty
     assert gen.frames_generated == model.cfg.chunk
 
 
-def test_jobs_carry_cpu_tensors_and_the_batch_runs_on_the_models_device(model) -> None:  # type: ignore[no-untyped-def]
+def test_a_batched_chunk_is_what_the_model_and_sampler_give_for_it(model) -> None:  # type: ignore[no-untyped-def]
+    """A reference written out the long way: context, Euler steps, denormalise, the silence
+    gate on the mouth, and the motion space's clamp."""
+    gen = MotionGenerator(model, steps=2, seed=11)
+    gen.push(np.concatenate([np.zeros(3 * 640, np.float32), speechlike(1.0)]), 16000)
+    job = gen.next_job()
+    assert job is not None and bool(job.silent[:3].all()) and not bool(job.silent.all())
+    (batched,) = sample_chunks(model, [job])
+    with torch.inference_mode():
+        ctx = model.context(job.audio[None], job.history[None], job.valid[None])
+        x = job.noise[None].clone() * model.source_std
+        times = flow_times(2)
+        for t0, t1 in itertools.pairwise(times):
+            x = x + (t1 - t0) * model(x, t0.expand(1), ctx)
+        reference = model.denormalize(x)[0].numpy()
+    reference[np.ix_(np.nonzero(job.silent.numpy())[0], VISEME_IDX)] *= SILENCE_MOUTH_GAIN
+    np.testing.assert_allclose(batched, clip_motion(reference), atol=1e-5)
+
+
+def test_jobs_carry_cpu_tensors_and_sample_to_numpy_motion(model) -> None:  # type: ignore[no-untyped-def]
     job = MotionGenerator(model).next_job()
     assert job is not None
     cfg = model.cfg

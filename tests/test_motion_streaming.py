@@ -7,6 +7,7 @@ import pytest
 
 from renderer.config import AvatarSettings
 from renderer.core import AvatarCore
+from renderer.motion.batch import sample_chunks
 from renderer.motion.learned import LearnedMotion
 from renderer.motion.space import IDX, MOTION_DIM
 from renderer.motion.stream import SAMPLES_PER_FRAME, MotionGenerator, generate
@@ -53,16 +54,18 @@ def test_frames_come_out_as_soon_as_a_chunk_and_its_lookahead_are_in(model) -> N
     assert gen.take().shape == (cfg.chunk, MOTION_DIM)
 
 
-def test_prefetch_computes_the_due_chunk_early_and_changes_nothing(model) -> None:  # type: ignore[no-untyped-def]
+def test_a_chunk_sampled_ahead_as_a_job_changes_nothing(model) -> None:  # type: ignore[no-untyped-def]
     audio = noise_audio(1.0)
     lazy, eager = MotionGenerator(model, steps=2, seed=3), MotionGenerator(model, steps=2, seed=3)
     for gen in (lazy, eager):
         gen.push(audio[:4000], SR)  # not yet a chunk and its lookahead
-    assert not eager.prefetch(), "nothing is due before the chunk's audio is in"
+    assert eager.next_job() is None, "nothing is due before the chunk's audio is in"
     for gen in (lazy, eager):
         gen.push(audio[4000:], SR)
-    assert eager.prefetch() and eager.chunks_computed == 1
-    assert not eager.prefetch(), "the next frame's motion is already there"
+    job = eager.next_job()
+    assert job is not None and eager.commit(job, sample_chunks(model, [job])[0])
+    assert eager.chunks_computed == 1
+    assert eager.next_job() is None, "the next frame's motion is already there"
     np.testing.assert_array_equal(eager.take(), lazy.take())
     assert eager.chunks_computed == lazy.chunks_computed
 

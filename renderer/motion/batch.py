@@ -17,11 +17,10 @@ import torch
 
 from renderer.motion.model import MotionDiT
 from renderer.motion.sampler import FlowSampler
-from renderer.motion.space import BLENDSHAPE_NAMES
+from renderer.motion.space import BLENDSHAPE_NAMES, HEAD_ANGLE_MAX
 from renderer.motion.visemes import VISEME_IDX
 
 SILENCE_MOUTH_GAIN = 0.5  # mouth channels on silent frames (see stream.py's docstring)
-HEAD_LIMIT = 0.5  # head angles are clamped to +-0.5 rad, blendshapes to [0, 1]
 
 
 @dataclass(frozen=True)
@@ -65,7 +64,7 @@ def sample_chunks(model: MotionDiT, jobs: list[ChunkJob]) -> list[np.ndarray]:
         gain = torch.where(silent, SILENCE_MOUTH_GAIN, 1.0).to(motion.dtype)  # (B, C)
         motion[:, :, viseme] *= gain[:, :, None]
         motion[:, :, :nb].clamp_(0.0, 1.0)
-        motion[:, :, nb:].clamp_(-HEAD_LIMIT, HEAD_LIMIT)
+        motion[:, :, nb:].clamp_(-HEAD_ANGLE_MAX, HEAD_ANGLE_MAX)  # as clip_motion
         host = motion.float().cpu().numpy()  # (B, C, M)
         for row, i in enumerate(index):
             out[i] = host[row]

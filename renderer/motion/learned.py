@@ -115,6 +115,10 @@ class LearnedMotion:
         """Sample one job (any thread): (C, MOTION_DIM) motion."""
         return sample_chunks(self.model, [job])[0]
 
+    def is_current(self, job: ChunkJob) -> bool:
+        """Whether ``job`` is still the chunk the timeline needs next."""
+        return self.generator.is_current(job)
+
     def commit(self, job: ChunkJob, motion: np.ndarray) -> bool:
         """Put a sampled chunk on the timeline; False if it went stale meanwhile."""
         return self.generator.commit(job, motion)

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import torch
 
-from renderer.config import MAX_MOTION_STEPS as MAX_STEPS
+from renderer.config import MAX_MOTION_STEPS
 from renderer.motion.model import MotionDiT
 
 
 def flow_times(steps: int, shift: float = 1.0) -> torch.Tensor:
     """The ``steps + 1`` flow times from 0 (noise) to 1 (data), float32."""
-    if not 1 <= steps <= MAX_STEPS:
-        raise ValueError(f"steps must be between 1 and {MAX_STEPS}, got {steps}")
+    if not 1 <= steps <= MAX_MOTION_STEPS:
+        raise ValueError(f"steps must be between 1 and {MAX_MOTION_STEPS}, got {steps}")
     if shift <= 0:
         raise ValueError(f"shift must be positive, got {shift}")
     s = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float32)  # noise level, 1 -> 0

@@ -88,6 +88,10 @@ class ChunkedMotion(Protocol):
         """Sample one job: (C, MOTION_DIM) motion. Thread-safe; touches no timeline state."""
         ...
 
+    def is_current(self, job: ChunkJob) -> bool:
+        """Whether ``job`` is still the chunk the timeline needs next."""
+        ...
+
     def commit(self, job: ChunkJob, motion: np.ndarray) -> bool:
         """Put a sampled chunk on the timeline; False if the timeline moved on meanwhile."""
         ...

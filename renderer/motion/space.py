@@ -1,4 +1,4 @@
-"""The motion space: the one contract between motion sources and frame renderers.
+"""The motion space: the one contract between motion sources and face drawers.
 
 A motion frame is one float32 vector per video frame (25 fps by default). Its entries
 are ARKit blendshape coefficients in [0, 1] followed by head rotation in radians:
@@ -61,10 +61,14 @@ def neutral_motion() -> np.ndarray:
     return np.zeros(MOTION_DIM, dtype=np.float32)
 
 
+#: Head angles are clamped to +-this many radians (blendshapes to [0, 1]).
+HEAD_ANGLE_MAX = 0.5
+
+
 def clip_motion(motion: np.ndarray) -> np.ndarray:
-    """Clamp blendshapes to [0, 1] and head angles to +-0.5 rad; works on (..., D)."""
+    """Clamp blendshapes to [0, 1] and head angles to +-HEAD_ANGLE_MAX; works on (..., D)."""
     out = np.array(motion, dtype=np.float32, copy=True)
     nb = len(BLENDSHAPE_NAMES)
     out[..., :nb] = np.clip(out[..., :nb], 0.0, 1.0)
-    out[..., nb:] = np.clip(out[..., nb:], -0.5, 0.5)
+    out[..., nb:] = np.clip(out[..., nb:], -HEAD_ANGLE_MAX, HEAD_ANGLE_MAX)
     return out

@@ -34,10 +34,11 @@ import numpy as np
 import soxr
 import torch
 
+from renderer.config import MAX_MOTION_STEPS
 from renderer.motion.batch import ChunkJob, sample_chunks
 from renderer.motion.features import HOP, SAMPLE_RATE, WIN, log_mel
 from renderer.motion.model import MotionDiT
-from renderer.motion.sampler import MAX_STEPS, FlowSampler, flow_times
+from renderer.motion.sampler import FlowSampler, flow_times
 from renderer.motion.space import MOTION_DIM, MOTION_FPS
 
 SAMPLES_PER_FRAME = SAMPLE_RATE // MOTION_FPS  # 640 samples at 16 kHz
@@ -132,13 +133,13 @@ class MotionGenerator:
         self.chunks_computed = 0
 
     def set_steps(self, steps: int) -> None:
-        """Sample the following chunks with ``steps`` sampler steps (1 to ``MAX_STEPS``).
+        """Sample the following chunks with ``steps`` sampler steps (1 to ``MAX_MOTION_STEPS``).
 
         Each chunk's noise is drawn the same way whatever the steps, so the stream's seeding
         is unchanged; the renderer's degradation ladder trades steps for time this way.
         """
-        if not 1 <= steps <= MAX_STEPS:
-            raise ValueError(f"steps must be between 1 and {MAX_STEPS}, got {steps}")
+        if not 1 <= steps <= MAX_MOTION_STEPS:
+            raise ValueError(f"steps must be between 1 and {MAX_MOTION_STEPS}, got {steps}")
         self.steps = steps
 
     @property
@@ -260,20 +261,18 @@ class MotionGenerator:
             return None
         return self._cut_job()
 
+    def is_current(self, job: ChunkJob) -> bool:
+        """Whether ``job`` is still the next chunk (the timeline has not moved on)."""
+        return job.epoch == self._epoch and job.start == self._motion.end
+
     def commit(self, job: ChunkJob, motion: np.ndarray) -> bool:
         """Add a sampled chunk (C, MOTION_DIM); False (and nothing changes) when the
         timeline moved on since the job was cut (an interruption, a new utterance)."""
-        if job.epoch != self._epoch or job.start != self._motion.end:
+        if not self.is_current(job):
             return False
         self._motion.append(motion)
         self.chunks_computed += 1
         return True
-
-    def prefetch(self) -> bool:
-        """Compute the next chunk now if the next frame to hand out needs it and its audio
-        is in (what ``take`` would do lazily); True if a chunk was computed."""
-        job = self.next_job()
-        return job is not None and self.commit(job, sample_chunks(self.model, [job])[0])
 
     def last_frame(self) -> np.ndarray:
         """The last frame handed out (neutral before the first)."""
