@@ -9,9 +9,10 @@ that period's slice of audio (or none) and the image drawn for it. A pipecat sta
 LiveKit worker or an offline renderer drive the same player.
 
 Inside, a frame clock paces :class:`~renderer.core.AvatarCore` (the audio timeline and
-its motion). Two worker threads keep the heavy work off the event loop: one samples the
-motion model's chunks (started as soon as a chunk is due, so it runs while the previous
-frame is drawn), one draws images through the configured face drawer. When nothing is
+its motion). The heavy work stays off the event loop: the motion model's chunks are
+sampled by the process's motion batcher (with other calls' chunks; each is handed over as
+soon as it is due, so it is sampled while the previous frame is drawn), and images are
+drawn through the configured face drawer on the player's render thread. When nothing is
 said the clock keeps making idle frames, so the video never stalls. A reply does not wait
 for an idle image: one still being drawn when speech is ready is called off (the drawer
 stops at its next checkpoint) and the reply's first frame takes its place; its motion is
@@ -42,6 +43,7 @@ from renderer.core import AvatarCore
 from renderer.frames import DrawCancelled
 from renderer.ladder import DegradationLadder, QualityLevel
 from renderer.motion.batch import ChunkJob
+from renderer.motion.batcher import SampledChunk
 from renderer.motion.source import ChunkedMotion
 from speech.phonemes import PhonemeMark
 
@@ -81,8 +83,7 @@ class AvatarPlayer:
         source = core.motion_source
         self._chunked = source if isinstance(source, ChunkedMotion) else None
         self._render: ThreadPoolExecutor | None = None
-        self._motion: ThreadPoolExecutor | None = None
-        self._motion_job: tuple[ChunkJob, Future[tuple[np.ndarray, float]]] | None = None
+        self._motion_job: tuple[ChunkJob, Future[SampledChunk]] | None = None
         self._closed = False
         # Bumped by every interruption, so a frame being made while it happened does not
         # release audio that belongs to the interrupted reply.
@@ -190,26 +191,24 @@ class AvatarPlayer:
     # -------------------------------------------------------------------- the output
 
     def start(self) -> None:
-        """Start the worker threads and build every quality level's drawer in the render
-        thread (queued first, so it is done before the first frame). Idempotent."""
+        """Start the render thread and build every quality level's drawer there (queued
+        first, so it is done before the first frame). Idempotent."""
         if self._render is None and not self._closed:
             self._render = ThreadPoolExecutor(1, thread_name_prefix="avatar-render")
             self._render.submit(self.core.prepare_drawers)
-            if self._chunked is not None:
-                # Two workers: a stale chunk still being sampled never holds up the next.
-                self._motion = ThreadPoolExecutor(2, thread_name_prefix="avatar-motion")
 
     async def aclose(self) -> None:
         """Stop making frames and let the worker threads go; idempotent, never waits on
         a drawing in progress (it finishes on its own and is dropped). An iteration in
         progress ends with ``StopAsyncIteration``."""
         self._closed = True
-        self._motion_job = None
+        if self._motion_job is not None:
+            self._motion_job[1].cancel()  # dropped if the batcher has not started it
+            self._motion_job = None
         self._speech_ready.set()  # wakes a clock sleeping until the next frame
-        for pool in (self._render, self._motion):
-            if pool is not None:
-                pool.shutdown(wait=False, cancel_futures=True)
-        self._render = self._motion = None
+        if self._render is not None:
+            self._render.shutdown(wait=False, cancel_futures=True)
+            self._render = None
 
     def __aiter__(self) -> AvatarPlayer:
         return self
@@ -288,8 +287,8 @@ class AvatarPlayer:
             self._speech_ready.set()
             if self._idle_draw is not None:
                 self._idle_draw.set()
-            # The first speech frame's motion is sampled on the motion thread meanwhile
-            # (while the clock wakes, or the render thread gives its image up).
+            # The first speech frame's motion is sampled by the batcher meanwhile (while
+            # the clock wakes, or the render thread gives its image up).
             self._prefetch_motion()
 
     async def _make_frame(self) -> AvatarFrame | None:
@@ -360,23 +359,24 @@ class AvatarPlayer:
             logger.debug(f"avatar took back {taken} unsent frames of the paused reply")
 
     def _prefetch_motion(self) -> None:
-        """Start sampling the chunk the next frame needs, if it is due and not running."""
-        if self._motion is None or self._chunked is None:
+        """Hand the chunk the next frame needs to the batcher, if it is due and not there."""
+        if self._closed or self._chunked is None:
             return
         if self._motion_job is not None:
             if self.core.motion_job_is_current(self._motion_job[0]):
                 return
-            # Stale (an interruption, or a reply replacing idle motion): let it finish on
-            # its own and drop it; the chunk that matters now must not queue behind it.
+            # Stale (an interruption, or a reply replacing idle motion): drop it (a batch
+            # that already holds it finishes without us); the chunk that matters now goes
+            # in at once.
             self._motion_job[1].cancel()
             self._motion_job = None
         job = self.core.motion_job()
         if job is not None:
-            self._motion_job = (job, self._motion.submit(self._sample, self._chunked, job))
+            self._motion_job = (job, self._chunked.submit_job(job))
 
     async def _motion_for_next_frame(self) -> float:
-        """Commit the chunk the next frame needs, sampling it on the motion thread if it is
-        not there yet. Returns the frame work it cost: the sampling time, or only the wait
+        """Commit the chunk the next frame needs, waiting for the batcher if it is not
+        sampled yet. Returns the frame work it cost: the sampling time, or only the wait
         when the chunk was sampled ahead, in parallel with the last drawing."""
         spent = 0.0
         while True:
@@ -386,19 +386,12 @@ class AvatarPlayer:
             job, future = self._motion_job
             began = time.perf_counter()
             try:
-                motion, sample_s = await asyncio.wrap_future(future)
+                sampled = await asyncio.wrap_future(future)
             finally:
                 if self._motion_job is not None and self._motion_job[1] is future:
                     self._motion_job = None
-            spent += min(sample_s, time.perf_counter() - began)
-            self.core.commit_motion(job, motion)  # stale (an interruption): dropped
-
-    @staticmethod
-    def _sample(source: ChunkedMotion, job: ChunkJob) -> tuple[np.ndarray, float]:
-        """Motion thread: one chunk, and how long it took."""
-        began = time.perf_counter()
-        motion = source.run_job(job)
-        return motion, time.perf_counter() - began
+            spent += min(sampled.seconds, time.perf_counter() - began)
+            self.core.commit_motion(job, sampled.motion)  # stale (an interruption): dropped
 
     def _draw(
         self, motion: np.ndarray, cancel: threading.Event | None

@@ -7,21 +7,24 @@ made, so face and voice stay in step. While nothing is said the timeline is sile
 the generator keeps producing idle motion, a chunk at a time, never more than a chunk
 ahead; a new reply starts at the next frame to play and drops that idle look-ahead.
 
-Chunks are sampled through jobs (``next_job`` / ``run_job`` / ``commit``), so the player
-can sample them on a worker thread, or with other sessions' chunks in one batch; a chunk
-nobody sampled ahead is made on the spot when its frame is due.
+Chunks are sampled through jobs (``next_job`` / ``submit_job`` / ``commit``): the player
+hands them to the process's motion batcher (``renderer/motion/batcher.py``), whose worker
+thread samples every session's due chunks together. A chunk nobody sampled ahead is made
+on the spot when its frame is due.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from concurrent.futures import Future
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from renderer.motion.batch import ChunkJob, sample_chunks
+from renderer.motion.batch import ChunkJob
+from renderer.motion.batcher import MotionBatcher, SampledChunk, shared_batcher
 from renderer.motion.checkpoint import DEFAULT_CHECKPOINT, load_model
 from renderer.motion.model import MotionDiT
 from renderer.motion.space import MOTION_FPS
@@ -73,6 +76,7 @@ class LearnedMotion:
         fps: int = MOTION_FPS,
         model: MotionDiT | None = None,
         device: torch.device | str = "cpu",
+        batcher: MotionBatcher | None = None,
     ) -> None:
         if fps != MOTION_FPS:
             raise ValueError(
@@ -81,6 +85,7 @@ class LearnedMotion:
             )
         self.model = model if model is not None else shared_model(checkpoint, device)
         self.generator = MotionGenerator(self.model, steps=steps, seed=seed)
+        self.batcher = batcher if batcher is not None else shared_batcher(self.model)
 
     @property
     def steps(self) -> int:
@@ -111,9 +116,9 @@ class LearnedMotion:
         """The chunk the next frame to play needs, when it is due and its audio is in."""
         return self.generator.next_job()
 
-    def run_job(self, job: ChunkJob) -> np.ndarray:
-        """Sample one job (any thread): (C, MOTION_DIM) motion."""
-        return sample_chunks(self.model, [job])[0]
+    def submit_job(self, job: ChunkJob) -> Future[SampledChunk]:
+        """Have the batcher sample ``job`` (with other sessions' due chunks)."""
+        return self.batcher.submit(job)
 
     def is_current(self, job: ChunkJob) -> bool:
         """Whether ``job`` is still the chunk the timeline needs next."""

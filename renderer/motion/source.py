@@ -7,19 +7,21 @@ an interruption, and asks for one motion vector per video frame (``next_motion``
 Optional capabilities are small protocols of their own, checked with ``isinstance``:
 
 * :class:`SteppedMotion`: a sampler whose steps the degradation ladder may trade.
-* :class:`ChunkedMotion`: motion made a chunk at a time, whose sampling can run off the
-  caller's thread (and be batched with other sessions'): cut a job on the caller's
-  thread, sample it anywhere, commit it back on the caller's thread.
+* :class:`ChunkedMotion`: motion made a chunk at a time, whose sampling runs off the
+  caller's thread (batched with other sessions'): cut a job on the caller's thread,
+  submit it, commit the sampled chunk back on the caller's thread.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import Future
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 from renderer.motion.batch import ChunkJob
+from renderer.motion.batcher import SampledChunk
 from speech.phonemes import PhonemeMark
 
 
@@ -84,8 +86,8 @@ class ChunkedMotion(Protocol):
         """The chunk the next frame needs, if it is due and its audio is in."""
         ...
 
-    def run_job(self, job: ChunkJob) -> np.ndarray:
-        """Sample one job: (C, MOTION_DIM) motion. Thread-safe; touches no timeline state."""
+    def submit_job(self, job: ChunkJob) -> Future[SampledChunk]:
+        """Have the job sampled off this thread; the future holds its motion."""
         ...
 
     def is_current(self, job: ChunkJob) -> bool:
