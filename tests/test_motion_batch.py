@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from renderer.motion import stream
-from renderer.motion.batch import SILENCE_MOUTH_GAIN, sample_chunks
+from renderer.motion.batch import SILENCE_MOUTH_GAIN, sample_chunks, traced
 from renderer.motion.bench import bench_batched, format_batched_table, speechlike
 from renderer.motion.checkpoint import load_model
 from renderer.motion.sampler import flow_times
@@ -108,3 +108,29 @@ def test_batched_bench_prints_a_row_per_batch_size(model) -> None:  # type: igno
     assert all(r["chunks"] > 0 and r["chunks_per_s"] > 0 for r in result["results"])
     table = format_batched_table(result)
     assert "chunks/s" in table and "cpu" in table
+
+
+def test_the_trace_computes_what_the_model_does_for_any_batch_size(model) -> None:  # type: ignore[no-untyped-def]
+    cfg = model.cfg
+    script = traced(model)
+    assert traced(model) is script, "traced once per model"
+    for b in (1, 5):
+        audio = torch.randn(b, cfg.window, cfg.audio_dim)
+        history = torch.randn(b, cfg.history, cfg.motion_dim)
+        valid = torch.rand(b, cfg.history) > 0.3
+        x, t = torch.randn(b, cfg.chunk, cfg.motion_dim), torch.rand(b)
+        with torch.inference_mode():
+            ctx = model.context(audio, history, valid)
+            torch.testing.assert_close(script.context(audio, history, valid), ctx)
+            torch.testing.assert_close(script(x, t, ctx), model(x, t, ctx))
+
+
+def test_a_torch_that_cannot_trace_samples_eagerly(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    def no_torchscript(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise RuntimeError("TorchScript is gone")
+
+    monkeypatch.setattr(torch.jit, "trace_module", no_torchscript)
+    fresh = load_model()
+    assert traced(fresh) is fresh
+    job = MotionGenerator(fresh, steps=1).next_job()
+    assert job is not None and sample_chunks(fresh, [job])[0].shape == (8, fresh.cfg.motion_dim)

@@ -8,6 +8,8 @@ near the noise end (SD3's timestep shift), < 1 near the data end.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from renderer.config import MAX_MOTION_STEPS
@@ -43,16 +45,23 @@ class FlowSampler:
         self._dts = [float(b - a) for a, b in zip(self.times[:-1], self.times[1:], strict=True)]
 
     @torch.inference_mode()
-    def sample(self, ctx: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    def sample(
+        self,
+        ctx: torch.Tensor,
+        noise: torch.Tensor,
+        velocity: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    ) -> torch.Tensor:
         """Motion chunk (B, C, M) in model units from standard normal noise (B, C, M), given
         ``model.context``.
 
         ``noise`` is scaled to the model's source distribution and integrated in place
-        (it is the sampler's working buffer).
+        (it is the sampler's working buffer). ``velocity`` stands in for the model's
+        forward (a traced copy of it); default: the model itself.
         """
+        v_of = velocity or self.model
         x = noise.float().mul_(self.model.source_std)
         t = torch.empty(x.shape[0], dtype=torch.float32, device=x.device)  # (B,)
         for time, dt in zip(self.times[:-1].tolist(), self._dts, strict=True):
-            v = self.model(x, t.fill_(time), ctx)  # (B, C, M)
+            v = v_of(x, t.fill_(time), ctx)  # (B, C, M)
             euler_step(x, v, dt)
         return x
