@@ -32,54 +32,56 @@ def due_jobs(model, n: int):  # type: ignore[no-untyped-def]
     return jobs
 
 
-def test_jobs_that_arrive_during_a_batch_go_together_in_the_next(model, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    first_started, release = threading.Event(), threading.Event()
-    sizes: list[int] = []
+class GatedSampling:
+    """Stands in for ``sample_chunks`` in the batcher: notes each batch's size, and holds
+    the worker in the first batch until ``release`` is set."""
 
-    def gated(model, jobs):  # type: ignore[no-untyped-def]
-        sizes.append(len(jobs))
-        first_started.set()
-        release.wait(5)
+    def __init__(self) -> None:
+        self.started, self.release = threading.Event(), threading.Event()
+        self.sizes: list[int] = []
+
+    def __call__(self, model, jobs):  # type: ignore[no-untyped-def]
+        self.sizes.append(len(jobs))
+        self.started.set()
+        self.release.wait(5)
         return sample_chunks(model, jobs)
 
+
+@pytest.fixture
+def gate(monkeypatch) -> GatedSampling:  # type: ignore[no-untyped-def]
+    gated = GatedSampling()
     monkeypatch.setattr(batcher_module, "sample_chunks", gated)
+    return gated
+
+
+def test_jobs_that_arrive_during_a_batch_go_together_in_the_next(model, gate) -> None:  # type: ignore[no-untyped-def]
     batcher = MotionBatcher(model)
     jobs = due_jobs(model, 4)
     try:
         first = batcher.submit(jobs[0])
-        assert first_started.wait(5), "a lone job starts at once"
+        assert gate.started.wait(5), "a lone job starts at once"
         rest = [batcher.submit(job) for job in jobs[1:]]
-        release.set()
+        gate.release.set()
         results = [future.result(5) for future in [first, *rest]]
     finally:
         batcher.close()
-    assert sizes == [1, 3]
+    assert gate.sizes == [1, 3]
     assert [r.batch for r in results] == [1, 3, 3, 3]
     assert batcher.largest_batch == 3 and batcher.chunks == 4
     for job, result in zip(jobs, results, strict=True):
         np.testing.assert_allclose(result.motion, sample_chunks(model, [job])[0], atol=1e-4)
 
 
-def test_a_cancelled_job_is_left_out_and_close_is_idempotent(model, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    started, release = threading.Event(), threading.Event()
-    sampled: list[int] = []
-
-    def gated(model, jobs):  # type: ignore[no-untyped-def]
-        sampled.append(len(jobs))
-        started.set()
-        release.wait(5)
-        return sample_chunks(model, jobs)
-
-    monkeypatch.setattr(batcher_module, "sample_chunks", gated)
+def test_a_cancelled_job_is_left_out_and_close_is_idempotent(model, gate) -> None:  # type: ignore[no-untyped-def]
     batcher = MotionBatcher(model)
     jobs = due_jobs(model, 3)
     busy = batcher.submit(jobs[0])
-    assert started.wait(5)
+    assert gate.started.wait(5)
     dropped, kept = batcher.submit(jobs[1]), batcher.submit(jobs[2])
     assert dropped.cancel(), "a job not started yet can be called off"
-    release.set()
+    gate.release.set()
     assert busy.result(5).batch == 1 and kept.result(5).batch == 1
-    assert sampled == [1, 1], "the cancelled job was never sampled"
+    assert gate.sizes == [1, 1], "the cancelled job was never sampled"
     batcher.close()
     batcher.close()
     with pytest.raises(RuntimeError, match="closed"):
