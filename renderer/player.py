@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -151,7 +152,7 @@ class AvatarPlayer:
     # --------------------------------------------------------------------- the input
 
     def push_audio(
-        self, pcm: bytes, sample_rate: int, phonemes: list[PhonemeMark] | tuple = ()
+        self, pcm: bytes, sample_rate: int, phonemes: Sequence[PhonemeMark] = ()
     ) -> None:
         """Queue int16 mono speech (any rate) and its phoneme marks; starts a segment."""
         self.core.push_audio(pcm, sample_rate, phonemes)
