@@ -11,6 +11,7 @@ import pytest
 import web
 from agent.config import Settings
 from agent.server.app import create_app
+from agent.server.sessions import SessionLimitError
 
 WEB_DIR = Path(web.__file__).parent
 SDP_WITHOUT_ICE = (
@@ -80,3 +81,71 @@ async def test_pipecat_start_flow_routes(http: httpx.AsyncClient) -> None:
     assert bad.status_code == 400 and "missing field 'sdp'" in bad.json()["error"]
     unknown = await http.post("/sessions/nope/api/offer", content=b"{}")
     assert unknown.status_code == 404 and "POST /start" in unknown.json()["error"]
+
+
+class _BrokenSessions:
+    """Stands in for the session manager: every call fails the way a bug or a full server
+    would, with details the caller must not see."""
+
+    count = 0
+
+    def describe(self) -> list[dict[str, object]]:
+        raise RuntimeError("cannot read /srv/visage/secret.toml")
+
+    async def offer(self, _request: object) -> dict[str, str]:
+        raise SessionLimitError("all 4 call slots are busy; raise server.max_sessions")
+
+    async def close_all(self) -> None:
+        pass
+
+
+@pytest.fixture
+async def broken() -> httpx.AsyncClient:
+    app = create_app(Settings(), sessions=_BrokenSessions())  # type: ignore[arg-type]
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app, raise_app_exceptions=False),
+        base_url="http://visage.test",
+    ) as client:
+        yield client
+
+
+async def test_an_internal_error_shows_an_error_id_and_nothing_else(broken) -> None:  # type: ignore[no-untyped-def]
+    response = await broken.get("/api/sessions")
+    assert response.status_code == 500
+    body = response.json()
+    assert re.fullmatch(r"[0-9a-f]{12}", body["error_id"])
+    assert body["error_id"] in body["error"]
+    assert "secret" not in response.text and "RuntimeError" not in response.text
+
+
+async def test_a_full_server_says_when_to_retry_and_not_how_it_is_set_up(broken) -> None:  # type: ignore[no-untyped-def]
+    offer = {"sdp": SDP_WITHOUT_ICE, "type": "offer"}
+    response = await broken.post("/api/offer", json=offer)
+    assert response.status_code == 503
+    assert int(response.headers["retry-after"]) > 0
+    assert "max_sessions" not in response.text and "slots" not in response.text
+
+
+async def test_an_oversized_body_is_refused_from_its_declared_length(
+    http: httpx.AsyncClient,
+) -> None:
+    response = await http.post(
+        "/api/offer", content=b"{}", headers={"content-length": str(10 * 1024**3)}
+    )
+    assert response.status_code == 413 and "larger than" in response.json()["error"]
+
+
+async def test_an_oversized_body_without_a_length_is_cut_off_while_read(
+    http: httpx.AsyncClient,
+) -> None:
+    sent = 0
+
+    async def endless():  # type: ignore[no-untyped-def]
+        nonlocal sent
+        while sent < 50 * 1024**2:
+            sent += 64 * 1024
+            yield b" " * (64 * 1024)
+
+    response = await http.post("/api/offer", content=endless())
+    assert response.status_code == 413
+    assert sent < 2 * 1024**2, f"stopped reading early, not after {sent} bytes"

@@ -37,6 +37,10 @@ def test_valid_offer_parses() -> None:
         ),
         (json.dumps({"sdp": SDP, "type": "offer", "restart_pc": "y"}).encode(), "restart_pc"),
         (b"x" * 300_000, "larger than"),
+        (b"[" * 5000 + b"]" * 5000, "nests deeper than 16 levels"),
+        (b'{"sdp": "[[[[[[[[[[[[[[[[[[[[", "type": "offer", "a": [[[1]]]}', "not an SDP"),
+        (b'{"n": ' + b"9" * 5000 + b"}", "number longer than 32"),
+        (b'{"n": 1.' + b"5" * 100 + b"}", "number longer than 32"),
     ],
 )
 def test_bad_offer_is_rejected_with_reason(body: bytes, message: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -16,14 +17,35 @@ import web
 from agent.config import Settings
 from agent.process import configure_process
 from agent.server.sessions import SessionLimitError, SessionManager, SessionStartError
-from agent.server.signalling import SignallingError, parse_offer, parse_patch
+from agent.server.signalling import (
+    BodyTooLargeError,
+    SignallingError,
+    parse_offer,
+    parse_patch,
+    read_body,
+)
 from agent.server.start_ids import StartSessionIds
 
 WEB_DIR = Path(web.__file__).parent
 
 
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
+#: Seconds a caller refused for lack of capacity is told to wait before trying again.
+RETRY_AFTER_S = 5
+
+
+def _error(status: int, message: str, **extra: object) -> JSONResponse:
+    headers = {"Retry-After": str(RETRY_AFTER_S)} if status == 503 else None
+    return JSONResponse({"error": message, **extra}, status_code=status, headers=headers)
+
+
+def _internal_error(request: Request, exc: BaseException, what: str) -> JSONResponse:
+    """Log ``exc`` once, with its context, under a fresh error id; the caller gets only the
+    id, never the exception's text (paths, settings, internals)."""
+    error_id = uuid.uuid4().hex[:12]
+    logger.opt(exception=exc).error(
+        f"{request.method} {request.url.path} failed (error {error_id}): {what}"
+    )
+    return _error(500, f"{what}; the server logged it as error {error_id}", error_id=error_id)
 
 
 def create_app(settings: Settings, sessions: SessionManager | None = None) -> FastAPI:
@@ -43,16 +65,16 @@ def create_app(settings: Settings, sessions: SessionManager | None = None) -> Fa
 
     @app.exception_handler(SignallingError)
     async def _bad_signalling(_request: Request, exc: SignallingError) -> JSONResponse:
-        return _error(400, str(exc))
+        return _error(413 if isinstance(exc, BodyTooLargeError) else 400, str(exc))
 
     @app.exception_handler(SessionLimitError)
     async def _busy(_request: Request, exc: SessionLimitError) -> JSONResponse:
-        return _error(503, str(exc))
+        logger.warning(f"call refused: {exc}")  # the reason names settings: log it only
+        return _error(503, "the server cannot take another call right now; try again shortly")
 
     @app.exception_handler(SessionStartError)
-    async def _start_failed(_request: Request, exc: SessionStartError) -> JSONResponse:
-        logger.error(str(exc))
-        return _error(500, str(exc))
+    async def _start_failed(request: Request, exc: SessionStartError) -> JSONResponse:
+        return _internal_error(request, exc.__cause__ or exc, "the call could not be started")
 
     @app.exception_handler(HTTPException)
     async def _http(_request: Request, exc: HTTPException) -> JSONResponse:
@@ -64,8 +86,7 @@ def create_app(settings: Settings, sessions: SessionManager | None = None) -> Fa
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        logger.opt(exception=exc).error(f"{request.method} {request.url.path} failed")
-        return _error(500, f"internal error: {type(exc).__name__}: {exc}")
+        return _internal_error(request, exc, "internal error")
 
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:
@@ -88,7 +109,7 @@ def create_app(settings: Settings, sessions: SessionManager | None = None) -> Fa
         return {"sessions": manager.describe()}
 
     async def answer_offer(request: Request) -> dict[str, str]:
-        offer = parse_offer(await request.body())
+        offer = parse_offer(await read_body(request))
         try:
             return await manager.offer(offer)
         except (SessionLimitError, SessionStartError, HTTPException):
@@ -98,7 +119,7 @@ def create_app(settings: Settings, sessions: SessionManager | None = None) -> Fa
             raise SignallingError(f"the offer could not be negotiated: {exc}") from exc
 
     async def add_candidates(request: Request) -> dict[str, str]:
-        patch = parse_patch(await request.body())
+        patch = parse_patch(await read_body(request))
         try:
             await manager.add_candidates(patch)
         except HTTPException:

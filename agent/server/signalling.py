@@ -3,12 +3,15 @@
 ``POST /api/offer`` takes ``{sdp, type, pc_id?, restart_pc?, request_data?}`` and
 ``PATCH /api/offer`` takes ``{pc_id, candidates: [{candidate, sdp_mid, sdp_mline_index}]}``,
 exactly as pipecat's clients send them. Every way a body can be wrong raises
-``SignallingError`` with a message that says what was wrong, for a 400 answer.
+``SignallingError`` with a message that says what was wrong, for a 400 answer; a body over
+the size cap raises ``BodyTooLargeError`` (413), checked on the declared length first and
+again while it is read, so an oversized body is never held in memory.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from pipecat.transports.smallwebrtc.request_handler import (
@@ -16,19 +19,61 @@ from pipecat.transports.smallwebrtc.request_handler import (
     SmallWebRTCPatchRequest,
     SmallWebRTCRequest,
 )
+from starlette.requests import Request
 
 MAX_BODY_BYTES = 256 * 1024
+MAX_JSON_DEPTH = 16  # a signalling body nests 3 deep; deeper is an attack on the parser
+MAX_NUMBER_CHARS = 32  # digits (and sign, point, exponent) of one JSON number
+_STRING = re.compile(rb'"(?:\\.|[^"\\])*"')
+_BRACKET = re.compile(rb"[\[\]{}]")
 
 
 class SignallingError(ValueError):
     """A signalling request the server cannot use; the message is safe to show the client."""
 
 
+class BodyTooLargeError(SignallingError):
+    """The request body is over ``MAX_BODY_BYTES`` (a 413 answer)."""
+
+
+async def read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
+    """The request's body, refused as soon as it is known to be over ``limit`` bytes: from
+    its declared ``Content-Length`` before reading, else while it streams in."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise SignallingError("the Content-Length header is not a byte count")
+        if int(declared) > limit:
+            raise BodyTooLargeError(f"request body is larger than {limit} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise BodyTooLargeError(f"request body is larger than {limit} bytes")
+    return bytes(body)
+
+
+def _check_depth(body: bytes) -> None:
+    """Refuse JSON nested deeper than ``MAX_JSON_DEPTH`` before the parser recurses into it."""
+    depth = 0
+    for bracket in _BRACKET.findall(_STRING.sub(b"", body)):
+        depth += 1 if bracket in (b"[", b"{") else -1
+        if depth > MAX_JSON_DEPTH:
+            raise SignallingError(f"request body nests deeper than {MAX_JSON_DEPTH} levels")
+
+
+def _number(text: str) -> float | int:
+    if len(text) > MAX_NUMBER_CHARS:
+        raise SignallingError(f"request body has a number longer than {MAX_NUMBER_CHARS} chars")
+    return float(text) if any(c in text for c in ".eE") else int(text)
+
+
 def _load_object(body: bytes) -> dict[str, Any]:
     if len(body) > MAX_BODY_BYTES:
-        raise SignallingError(f"request body is larger than {MAX_BODY_BYTES} bytes")
+        raise BodyTooLargeError(f"request body is larger than {MAX_BODY_BYTES} bytes")
+    _check_depth(body)
     try:
-        data = json.loads(body)
+        data = json.loads(body, parse_int=_number, parse_float=_number)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise SignallingError(f"request body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
