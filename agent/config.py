@@ -6,6 +6,7 @@ e.g. ``VISAGE_LLM__BASE_URL=http://localhost:11434/v1`` or ``VISAGE_AVATAR__WIDT
 
 from __future__ import annotations
 
+import difflib
 import os
 import tomllib
 from pathlib import Path
@@ -19,6 +20,8 @@ from renderer.config import AvatarSettings
 
 class ServerSettings(BaseModel):
     """The HTTP and signalling server."""
+
+    model_config = ConfigDict(extra="forbid")  # a misspelt key is an error, not ignored
 
     host: str = Field("127.0.0.1", description="Address to listen on (0.0.0.0 for all).")
     port: int = Field(8080, ge=0, le=65535, description="TCP port to listen on.")
@@ -114,11 +117,29 @@ def load_settings(
     try:
         return Settings(**data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
-        )
+        problems = "; ".join(_problem(err) for err in exc.errors())
         source = f" (file {config_file})" if config_file else ""
         raise ConfigError(f"invalid settings{source}: {problems}") from None
+
+
+def _problem(err: Any) -> str:
+    """One validation error as ``section.key: what is wrong``; an unknown key gets the
+    known key it is closest to, if any."""
+    loc = tuple(str(p) for p in err["loc"])
+    where = ".".join(loc)
+    if err["type"] != "extra_forbidden":
+        return f"{where}: {err['msg']}"
+    model: type[BaseModel] = Settings
+    for part in loc[:-1]:
+        field = model.model_fields.get(part)
+        annotation = field.annotation if field is not None else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            break
+        model = annotation
+    known = list(model.model_fields)
+    close = difflib.get_close_matches(loc[-1], known, n=1, cutoff=0.6)
+    hint = f"did you mean '{close[0]}'?" if close else f"known keys: {', '.join(known)}"
+    return f"{where}: unknown key ({hint})"
 
 
 def describe_settings(settings: Settings) -> str:

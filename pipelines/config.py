@@ -5,11 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 
 class STTSettings(BaseModel):
     """Speech to text."""
+
+    model_config = ConfigDict(extra="forbid")  # a misspelt key is an error, not ignored
 
     engine: Literal["auto", "whisper", "pocketsphinx"] = Field(
         "auto",
@@ -27,6 +29,8 @@ class STTSettings(BaseModel):
 
 class LLMSettings(BaseModel):
     """The language model: an OpenAI-compatible endpoint, or the embedded persona."""
+
+    model_config = ConfigDict(extra="forbid")  # a misspelt key is an error, not ignored
 
     base_url: str | None = Field(
         None,
@@ -48,6 +52,8 @@ class LLMSettings(BaseModel):
 class TTSSettings(BaseModel):
     """Text to speech through libespeak-ng."""
 
+    model_config = ConfigDict(extra="forbid")  # a misspelt key is an error, not ignored
+
     voice: str = Field("en-us", description="espeak-ng voice name, e.g. en-us, en-gb, en+f3.")
     rate: int = Field(170, ge=80, le=450, description="Speaking rate in words per minute.")
     pitch: int = Field(50, ge=0, le=99, description="Base pitch, 0 to 99.")
@@ -55,6 +61,8 @@ class TTSSettings(BaseModel):
 
 class VADSettings(BaseModel):
     """Voice activity and end-of-turn detection (Silero + smart-turn, bundled in pipecat)."""
+
+    model_config = ConfigDict(extra="forbid")  # a misspelt key is an error, not ignored
 
     start_secs: float = Field(
         0.1,
@@ -100,6 +108,8 @@ class LatencyBudgets(BaseModel):
     """Per-stage latency budgets of one turn, in milliseconds (defaults fit the embedded
     offline setup on a 2-core CPU). A turn over any budget is logged and reported to the
     page over RTVI."""
+
+    model_config = ConfigDict(extra="forbid")  # a misspelt key is an error, not ignored
 
     vad_stop: float = Field(
         600, gt=0, description="User's speech really ended -> VAD/turn detection decided."

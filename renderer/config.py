@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 #: Most sampler steps the few-step flow sampler takes per motion chunk.
 MAX_MOTION_STEPS = 8
@@ -13,6 +13,8 @@ MAX_MOTION_STEPS = 8
 
 class AvatarSettings(BaseModel):
     """How the avatar is drawn and paced."""
+
+    model_config = ConfigDict(extra="forbid")  # a misspelt key is an error, not ignored
 
     width: int = Field(512, ge=64, le=2048, description="Video width in pixels.")
     height: int = Field(512, ge=64, le=2048, description="Video height in pixels.")

@@ -1,0 +1,59 @@
+"""The settings: defaults < file < environment < flags, and a clear error for every bad key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agent.config import ConfigError, describe_settings, load_settings
+
+
+def test_later_sources_win(tmp_path: Path) -> None:
+    config = tmp_path / "visage.toml"
+    config.write_text(
+        '[llm]\nmodel = "from-file"\nbase_url = "http://file/v1"\n[avatar]\nfps = 20\n'
+    )
+    environ = {"VISAGE_LLM__MODEL": "from-env", "VISAGE_AVATAR__WIDTH": "256"}
+    settings = load_settings(config, {"llm": {"base_url": "http://flag/v1"}}, environ)
+    assert settings.llm.model == "from-env"
+    assert settings.llm.base_url == "http://flag/v1"
+    assert (settings.avatar.fps, settings.avatar.width) == (20, 256)
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("file", r"llm\.base_ur: unknown key \(did you mean 'base_url'\?\)"),
+        ("flag", r"llm\.baseurl: unknown key \(did you mean 'base_url'\?\)"),
+        ("env", r"llm\.baseurl: unknown key \(did you mean 'base_url'\?\)"),
+    ],
+)
+def test_a_misspelt_key_in_a_section_is_an_error_that_suggests_the_key(
+    tmp_path: Path, source: str, message: str
+) -> None:
+    config = tmp_path / "visage.toml"
+    config.write_text('[llm]\nbase_ur = "http://x/v1"\n' if source == "file" else "")
+    overrides = {"llm": {"baseurl": "http://x/v1"}} if source == "flag" else None
+    environ = {"VISAGE_LLM__BASEURL": "http://x/v1"} if source == "env" else {}
+    with pytest.raises(ConfigError, match=message):
+        load_settings(config, overrides, environ)
+
+
+def test_an_unknown_key_far_from_any_lists_the_known_ones() -> None:
+    with pytest.raises(ConfigError, match=r"avatar\.zzz: unknown key \(known keys: width, "):
+        load_settings(None, {"avatar": {"zzz": 1}}, {})
+    with pytest.raises(ConfigError, match=r"sever: unknown key \(did you mean 'server'\?\)"):
+        load_settings(None, {"sever": {"port": 1}}, {})
+
+
+def test_a_bad_value_says_which_key_and_why() -> None:
+    with pytest.raises(ConfigError, match=r"server\.port: Input should be less than or equal"):
+        load_settings(None, {"server": {"port": 70000}}, {})
+
+
+def test_config_show_documents_every_key_and_masks_secrets() -> None:
+    settings = load_settings(None, {"llm": {"api_key": "sk-secret"}}, {})
+    text = describe_settings(settings)
+    assert "sk-secret" not in text and "api_key = '***'" in text
+    assert "face = 'stylised'  # Face drawer" in text
