@@ -26,6 +26,13 @@ class ServerSettings(BaseModel):
     host: str = Field("127.0.0.1", description="Address to listen on (0.0.0.0 for all).")
     port: int = Field(8080, ge=0, le=65535, description="TCP port to listen on.")
     max_sessions: int = Field(4, ge=1, le=256, description="Concurrent calls; more get 503.")
+    connect_timeout_s: float = Field(
+        10.0,
+        gt=0.0,
+        le=120.0,
+        description="A call whose peer has not connected this long after its offer was "
+        "answered is torn down, so offers that never connect cannot hold call slots.",
+    )
     ice_loopback: Literal["auto", "always", "never"] = Field(
         "auto",
         description="Offer 127.0.0.1 ICE candidates: auto does so when listening on loopback.",

@@ -478,12 +478,13 @@ def _video_figures(timeline: Timeline, fps: int) -> dict[str, float]:
 
 
 async def _server_session(base: str, sessions: Any, pc_id: str | None) -> dict[str, Any]:
-    """This call's entry of /api/sessions (stage timings per turn, barge-ins)."""
+    """This call's figures from the server (stage timings per turn, barge-ins)."""
     if sessions is not None:
         described = sessions.describe()
     else:
         async with httpx.AsyncClient(timeout=10) as http:
-            described = (await http.get(f"{base}/api/sessions")).json()["sessions"]
+            response = await http.get(f"{base}/api/calls/{pc_id}")
+            described = [response.json()] if response.status_code == 200 else []
     for session in described:
         if session["pc_id"] == pc_id:
             return dict(session)

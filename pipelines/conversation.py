@@ -28,6 +28,7 @@ from pipecat.turns.user_stop import (
 )
 from pipecat.turns.user_turn_strategies import UserTurnStrategies
 
+from pipelines.health import DependencyHealth
 from pipelines.config import LatencyBudgets, LLMSettings, STTSettings, TTSSettings, VADSettings
 from pipelines.latency import TurnLatencyObserver
 from pipelines.stages.avatar import AvatarStage
@@ -122,10 +123,12 @@ def build_conversation(
     avatar: AvatarSettings,
     budgets: LatencyBudgets | None = None,
     name: str = "call",
+    health: DependencyHealth | None = None,
 ) -> Conversation:
     """Build the pipeline for one caller on ``transport`` (a pipecat transport, or a
     function making one from :func:`avatar_transport_params`); the avatar greets once the
-    caller connects. ``name`` labels the call in the log."""
+    caller connects. ``name`` labels the call in the log; the stages report the state of
+    their services to ``health``."""
     if not isinstance(transport, BaseTransport):
         transport = transport(avatar_transport_params(avatar))
     stt_service, stt_why = create_stt_service(stt)

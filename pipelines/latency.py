@@ -83,7 +83,7 @@ class BargeIn:
     interrupted: float | None = None  # the turn logic interrupted the reply, if it did
 
     def as_dict(self) -> dict[str, float | None]:
-        """JSON-ready form for /api/sessions."""
+        """JSON-ready form for /api/calls/{pc_id}."""
         return {"decided": self.decided, "interrupted": self.interrupted}
 
 

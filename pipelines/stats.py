@@ -1,4 +1,4 @@
-"""Per-session counters gathered by watching frames, for /api/sessions and tests."""
+"""Per-session counters gathered by watching frames, for /api/calls/{pc_id} and tests."""
 
 from __future__ import annotations
 

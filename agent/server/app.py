@@ -16,7 +16,12 @@ from loguru import logger
 import web
 from agent.config import Settings
 from agent.process import configure_process
-from agent.server.sessions import SessionLimitError, SessionManager, SessionStartError
+from agent.server.sessions import (
+    SessionLimitError,
+    SessionManager,
+    SessionStartError,
+    UnknownCallError,
+)
 from agent.server.signalling import (
     BodyTooLargeError,
     SignallingError,
@@ -48,6 +53,11 @@ def _internal_error(request: Request, exc: BaseException, what: str) -> JSONResp
     return _error(500, f"{what}; the server logged it as error {error_id}", error_id=error_id)
 
 
+def caller_address(request: Request) -> str:
+    """The network address a request came from: a call's owner (proxies are not trusted)."""
+    return request.client.host if request.client is not None else "unknown"
+
+
 def create_app(settings: Settings, sessions: SessionManager | None = None) -> FastAPI:
     """Build the app; ``sessions`` lets tests inject a manager with a lighter pipeline."""
     configure_process(settings)
@@ -75,6 +85,10 @@ def create_app(settings: Settings, sessions: SessionManager | None = None) -> Fa
     @app.exception_handler(SessionStartError)
     async def _start_failed(request: Request, exc: SessionStartError) -> JSONResponse:
         return _internal_error(request, exc.__cause__ or exc, "the call could not be started")
+
+    @app.exception_handler(UnknownCallError)
+    async def _unknown_call(_request: Request, exc: UnknownCallError) -> JSONResponse:
+        return _error(404, str(exc))
 
     @app.exception_handler(HTTPException)
     async def _http(_request: Request, exc: HTTPException) -> JSONResponse:
@@ -104,15 +118,17 @@ def create_app(settings: Settings, sessions: SessionManager | None = None) -> Fa
             "max_sessions": settings.server.max_sessions,
         }
 
-    @app.get("/api/sessions")
-    async def list_sessions() -> dict[str, object]:
-        return {"sessions": manager.describe()}
+    # No route lists calls: a call's pc_id is its caller's secret.
+    @app.get("/api/calls/{pc_id}")
+    async def call_stats(pc_id: str, request: Request) -> dict[str, object]:
+        """One call's figures (stage timings per turn, barge-ins, video), for its caller."""
+        return manager.owned(pc_id, caller_address(request)).describe()
 
     async def answer_offer(request: Request) -> dict[str, str]:
         offer = parse_offer(await read_body(request))
         try:
-            return await manager.offer(offer)
-        except (SessionLimitError, SessionStartError, HTTPException):
+            return await manager.offer(offer, caller_address(request))
+        except (SessionLimitError, SessionStartError, UnknownCallError, HTTPException):
             raise
         except Exception as exc:
             # The SDP passed our checks but the WebRTC stack could not use it.
@@ -121,8 +137,8 @@ def create_app(settings: Settings, sessions: SessionManager | None = None) -> Fa
     async def add_candidates(request: Request) -> dict[str, str]:
         patch = parse_patch(await read_body(request))
         try:
-            await manager.add_candidates(patch)
-        except HTTPException:
+            await manager.add_candidates(patch, caller_address(request))
+        except (UnknownCallError, HTTPException):
             raise
         except Exception as exc:
             raise SignallingError(f"the ICE candidates could not be used: {exc}") from exc

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,14 +20,20 @@ from pipecat.workers.runner import WorkerRunner
 
 from agent.config import Settings
 from pipelines.conversation import Conversation, avatar_transport_params, build_conversation
+from pipelines.health import DependencyHealth
 from pipelines.transports.smallwebrtc import AvatarVideoTrack, AvatarWebRTCTransport
 
 #: Builds a conversation for a new peer; tests swap in lighter ones.
 ConversationFactory = Callable[[SmallWebRTCConnection, Settings], Conversation]
 
 
-def default_factory(connection: SmallWebRTCConnection, settings: Settings) -> Conversation:
-    """The real pipeline with the configured stages, on the avatar's SmallWebRTC transport."""
+def default_factory(
+    connection: SmallWebRTCConnection,
+    settings: Settings,
+    health: DependencyHealth | None = None,
+) -> Conversation:
+    """The real pipeline with the configured stages, on the avatar's SmallWebRTC transport;
+    its stages report to ``health``."""
     return build_conversation(
         AvatarWebRTCTransport(connection, avatar_transport_params(settings.avatar)),
         stt=settings.stt,
@@ -36,6 +43,7 @@ def default_factory(connection: SmallWebRTCConnection, settings: Settings) -> Co
         avatar=settings.avatar,
         budgets=settings.budgets,
         name=connection.pc_id,
+        health=health,
     )
 
 
@@ -47,6 +55,11 @@ class SessionStartError(RuntimeError):
     """The pipeline for a new call could not be built (our side, not the client's)."""
 
 
+class UnknownCallError(LookupError):
+    """No call with this ``pc_id`` belongs to the caller (a 404: whether the call exists
+    under another caller is not revealed)."""
+
+
 @dataclass
 class Session:
     """One running call."""
@@ -54,11 +67,14 @@ class Session:
     pc_id: str
     connection: SmallWebRTCConnection
     conversation: Conversation
+    #: The network address the call was offered from; only it may restart the call or
+    #: add ICE candidates, on top of knowing the unguessable ``pc_id``.
+    owner: str
     task: asyncio.Task | None = None
     started_at: float = field(default_factory=time.time)
 
     def describe(self) -> dict[str, Any]:
-        """A JSON-ready summary for /api/sessions."""
+        """A JSON-ready summary for its caller (GET /api/calls/{pc_id})."""
         track = self.video_track()
         return {
             "pc_id": self.pc_id,
@@ -97,11 +113,13 @@ class SessionManager:
     def __init__(
         self,
         settings: Settings,
-        factory: ConversationFactory = default_factory,
+        factory: ConversationFactory | None = None,
         stop_timeout_s: float = 5.0,
     ) -> None:
         self._settings = settings
-        self._factory = factory
+        #: The state of the LLM, TTS and STT, which every call's stages report to.
+        self.health = DependencyHealth()
+        self._factory = factory or functools.partial(default_factory, health=self.health)
         self._stop_timeout_s = stop_timeout_s
         self._handler = SmallWebRTCRequestHandler()
         self._sessions: dict[str, Session] = {}
@@ -113,15 +131,25 @@ class SessionManager:
         return len(self._sessions)
 
     def describe(self) -> list[dict[str, Any]]:
-        """Summaries of the running calls."""
+        """Summaries of the running calls (for tests and in-process tools; never served)."""
         return [session.describe() for session in self._sessions.values()]
 
-    async def offer(self, request: SmallWebRTCRequest) -> dict[str, str]:
-        """Answer an SDP offer; a new peer gets its own pipeline."""
+    def owned(self, pc_id: str, owner: str) -> Session:
+        """The call ``pc_id`` if ``owner`` made it; else :class:`UnknownCallError`."""
+        session = self._sessions.get(pc_id)
+        if session is None or session.owner != owner:
+            raise UnknownCallError(f"no call {pc_id!r} of yours is running")
+        return session
+
+    async def offer(self, request: SmallWebRTCRequest, owner: str) -> dict[str, str]:
+        """Answer an SDP offer from the address ``owner``: a new call gets its own
+        pipeline; an offer naming a ``pc_id`` renegotiates that call, if it is the
+        owner's."""
         if self._closing:
             raise SessionLimitError("the server is shutting down")
-        renegotiation = request.pc_id is not None and request.pc_id in self._sessions
-        if not renegotiation and self.count >= self._settings.server.max_sessions:
+        if request.pc_id is not None:
+            self.owned(request.pc_id, owner)
+        elif self.count >= self._settings.server.max_sessions:
             raise SessionLimitError(
                 f"all {self._settings.server.max_sessions} call slots are busy; try again later "
                 "or raise server.max_sessions"
@@ -135,7 +163,7 @@ class SessionManager:
                 # pipecat's handler only logs callback errors; keep it to answer with it.
                 failed.append((connection, exc))
                 raise
-            self._start(Session(connection.pc_id, connection, conversation))
+            self._start(Session(connection.pc_id, connection, conversation, owner))
 
         answer = await self._handler.handle_web_request(request, start_session)
         if failed:
@@ -145,8 +173,9 @@ class SessionManager:
         assert answer is not None
         return answer
 
-    async def add_candidates(self, request: SmallWebRTCPatchRequest) -> None:
-        """Trickle ICE: add the peer's late candidates."""
+    async def add_candidates(self, request: SmallWebRTCPatchRequest, owner: str) -> None:
+        """Trickle ICE: add the late candidates of ``owner``'s call."""
+        self.owned(request.pc_id, owner)
         await self._handler.handle_patch_request(request)
 
     async def close_all(self) -> None:
