@@ -48,10 +48,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from loguru import logger
 
     from agent.server.app import create_app
+    from pipelines.conversation import check_engines
+    from pipelines.stages.stt import STTEngineError
 
     settings = _settings(args, host=args.host, port=args.port)
     logger.remove()
     logger.add(sys.stderr, level=settings.server.log_level)
+    try:
+        check_engines(settings.stt, settings.llm)
+    except (STTEngineError, ValueError) as exc:
+        print(f"visage serve: {exc}", file=sys.stderr)
+        return 2
     app = create_app(settings)
     host = "localhost" if settings.server.host in ("127.0.0.1", "0.0.0.0") else settings.server.host
     print(f"Visage is serving the call page at http://{host}:{settings.server.port}/", flush=True)
@@ -112,6 +119,71 @@ def cmd_bench_e2e(args: argparse.Namespace) -> int:
     _print_table(result)
     _write_json(args.json, result)
     return 0 if result.get("turns_measured") else 1
+
+
+def _server_flags(args: argparse.Namespace) -> list[str]:
+    """The ``--config``/``--set`` flags of this command, for a ``visage serve`` it starts."""
+    from agent.served import config_flags
+
+    return config_flags(args.config, args.set or [])
+
+
+def cmd_bench_load(args: argparse.Namespace) -> int:
+    """N concurrent callers: per call fps, audio, end-to-end, server stage p95s; or the
+    most calls this machine holds (``--find-capacity``)."""
+    from agent.capacity import default_capacity_file, new_record, save_record
+    from agent.load import format_capacity, format_run, run_bench_load, run_find_capacity
+
+    settings = _settings(args)
+    if args.seconds <= 0:
+        return _fail("--seconds must be positive")
+    common = {"seconds": args.seconds, "url": args.url, "flags": _server_flags(args)}
+    if not args.find_capacity:
+        if args.sessions is None or args.sessions < 1:
+            return _fail("give --sessions N (at least 1), or --find-capacity")
+        report = run_bench_load(sessions=args.sessions, settings=settings, **common)
+        print(format_run(report))
+        _write_json(args.json, report)
+        return 0 if report["ok"] else 1
+    if not 1 <= args.most <= 256:
+        return _fail("--most must be between 1 and 256")
+    result = run_find_capacity(most=args.most, settings=settings, **common)
+    for run in result["runs"]:
+        print(format_run(run), end="\n\n")
+    print(format_capacity(result))
+    if args.url or args.no_save:
+        why = "--url measures another server" if args.url else "--no-save"
+        print(f"not saved ({why}); the server's default max_sessions is unchanged")
+    else:
+        path = args.capacity_file or default_capacity_file()
+        at_capacity = [r for r in result["runs"] if r["sessions"] == result["capacity"]]
+        summary = {
+            "seconds": args.seconds,
+            "tried": [r["sessions"] for r in result["runs"]],
+            "first_failing": result["first_failing"],
+            "server_cpu_percent": at_capacity[0]["server_cpu_percent"] if at_capacity else None,
+        }
+        record = new_record(settings, result["capacity"], "visage " + " ".join(args.argv), summary)
+        save_record(record, path)
+        result["saved"] = {"path": str(path), **record.as_dict()}
+        print(f"saved in {path} for {record.key.describe()}")
+        print(f"an unset server.max_sessions now admits {max(1, result['capacity'])} calls here")
+    _write_json(args.json, result)
+    return 0
+
+
+def cmd_bench_cycles(args: argparse.Namespace) -> int:
+    """Connect and hang up ``--cycles`` times; the server's RSS, threads and fds."""
+    from agent.cycles import format_cycles, run_bench_cycles
+
+    if args.cycles < 1:
+        return _fail("--cycles must be at least 1")
+    _settings(args)  # a settings mistake fails here, not in the server it starts
+    report = run_bench_cycles(cycles=args.cycles, url=args.url, flags=_server_flags(args))
+    print(format_cycles(report))
+    _write_json(args.json, report)
+    summary = report["summary"]
+    return 1 if summary["failed"] or summary.get("rss_stopped_growing") is False else 0
 
 
 DEFAULT_MOTION_DATA = Path("artifacts/motion-data")
@@ -426,6 +498,57 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench_motion.add_argument("--json", type=Path, help="also write the figures here")
     bench_motion.set_defaults(func=cmd_bench_motion)
+
+    load = bench_sub.add_parser(
+        "load",
+        help="N concurrent WebRTC callers: fps, audio, end-to-end and stage p95s per call",
+        description="Without --url, starts `visage serve` as a child process on a free "
+        "loopback port (with the same --config/--set) so the server's CPU use and the "
+        "callers' are measured apart. --find-capacity doubles N from 1 while every call "
+        "holds 24 fps, real-time audio (>= 95%, no gap over 200 ms) and its [budgets], "
+        "then bisects; the capacity is saved for this machine and avatar in "
+        "$XDG_CACHE_HOME/visage/capacity.json (~/.cache/visage/capacity.json), which an "
+        "unset server.max_sessions then uses.",
+    )
+    load.add_argument("--sessions", type=int, help="concurrent calls (without --find-capacity)")
+    load.add_argument(
+        "--seconds",
+        type=float,
+        default=20.0,
+        help="keep asking questions this long after the greetings (default 20)",
+    )
+    load.add_argument("--url", help="server to load (default: start one here)")
+    load.add_argument("--json", type=Path, help="also write every figure here")
+    load.add_argument(
+        "--find-capacity", action="store_true", help="search for the most calls that hold up"
+    )
+    load.add_argument(
+        "--most", type=int, default=32, help="with --find-capacity: most calls to try (32)"
+    )
+    load.add_argument(
+        "--no-save", action="store_true", help="with --find-capacity: do not save the result"
+    )
+    load.add_argument(
+        "--capacity-file",
+        type=Path,
+        help="with --find-capacity: where to save it (default "
+        "$XDG_CACHE_HOME/visage/capacity.json)",
+    )
+    _add_config_flags(load)
+    load.set_defaults(func=cmd_bench_load)
+    cycles = bench_sub.add_parser(
+        "cycles",
+        help="connect/hang-up cycles: the server's RSS, threads and fds",
+        description="Each cycle places a real call, waits for its first media, hangs up and "
+        "waits until /health counts no call. Without --url the server is a child process, "
+        "read from /proc after 0, 1, 10, 50, 100 and the last cycle. Exits 1 when a cycle "
+        "failed or RSS still grew between the last two readings.",
+    )
+    cycles.add_argument("--cycles", type=int, default=100, help="how many (default 100)")
+    cycles.add_argument("--url", help="server to cycle (default: start one here; no /proc)")
+    cycles.add_argument("--json", type=Path, help="also write every figure here")
+    _add_config_flags(cycles)
+    cycles.set_defaults(func=cmd_bench_cycles)
 
     _add_motion_parser(sub)
 

@@ -25,13 +25,27 @@ class ServerSettings(BaseModel):
 
     host: str = Field("127.0.0.1", description="Address to listen on (0.0.0.0 for all).")
     port: int = Field(8080, ge=0, le=65535, description="TCP port to listen on.")
-    max_sessions: int = Field(4, ge=1, le=256, description="Concurrent calls; more get 503.")
+    max_sessions: int | None = Field(
+        None,
+        ge=1,
+        le=256,
+        description="Concurrent calls; more get 503. Unset: the capacity `visage bench load "
+        "--find-capacity` measured for this machine and avatar (face, size, fps, device), "
+        "else 1 call per CPU core (agent/capacity.py).",
+    )
     connect_timeout_s: float = Field(
         10.0,
         gt=0.0,
         le=120.0,
         description="A call whose peer has not connected this long after its offer was "
         "answered is torn down, so offers that never connect cannot hold call slots.",
+    )
+    vanished_peer_s: float = Field(
+        6.0,
+        ge=1.0,
+        le=60.0,
+        description="A connected peer that stops answering ICE consent checks for about "
+        "this long (three missed checks) has vanished: its call ends and its slot is freed.",
     )
     ice_loopback: Literal["auto", "always", "never"] = Field(
         "auto",

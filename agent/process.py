@@ -1,7 +1,8 @@
 """Settings that belong to the whole process, applied in one place at server start.
 
 Calls share one interpreter: its thread switch interval, torch's CPU thread pool and
-aioice's host addresses are set once here, not by whichever call happens to start first.
+aioice's host addresses and consent checks are set once here, not by whichever call
+happens to start first.
 """
 
 from __future__ import annotations
@@ -13,6 +14,10 @@ import aioice.ice
 import torch
 
 from agent.config import Settings
+from pipelines import compat
+
+#: Unanswered ICE consent checks in a row that end a call (see server.vanished_peer_s).
+CONSENT_FAILURES = 3
 
 LOOPBACK = "127.0.0.1"
 
@@ -24,6 +29,9 @@ def configure_process(settings: Settings) -> None:
     sys.setswitchinterval(settings.server.thread_switch_ms / 1000)
     if should_offer_loopback(settings.server.ice_loopback, settings.server.host):
         offer_loopback_candidates()
+    compat.set_ice_consent_checks(
+        settings.server.vanished_peer_s / CONSENT_FAILURES, CONSENT_FAILURES
+    )
     if avatar_runs_on_cpu(settings.avatar.device):
         # The renderer is tuned for a small fixed thread count.
         torch.set_num_threads(settings.avatar.torch_threads)

@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import numpy as np
@@ -483,7 +484,7 @@ async def _server_session(base: str, sessions: Any, pc_id: str | None) -> dict[s
         described = sessions.describe()
     else:
         async with httpx.AsyncClient(timeout=10) as http:
-            response = await http.get(f"{base}/api/calls/{pc_id}")
+            response = await http.get(f"{base}/api/calls/{quote(str(pc_id), safe='')}")
             described = [response.json()] if response.status_code == 200 else []
     for session in described:
         if session["pc_id"] == pc_id:

@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, NamedTuple
 
+import aioice.ice
 from aiortc import RTCPeerConnection, RTCRtpReceiver
 from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 from aiortc.rtp import RtpPacket
@@ -33,6 +34,7 @@ from pipecat.utils.frame_queue import FrameQueue
 
 PIPECAT = "pipecat-ai"
 AIORTC = "aiortc"
+AIOICE = "aioice"
 PYTHON = "python"
 
 #: A 10 ms piece of PCM queued in a RawAudioTrack, with the future of the write it ends.
@@ -278,3 +280,14 @@ class ReleasingJitterBuffer(JitterBuffer):
         """The frame to release after a packet was added, or None: by default aiortc's
         rule (a frame is complete once the next frame's first packet is in)."""
         return super()._remove_frame(sequence_number)
+
+
+def set_ice_consent_checks(interval_s: float, failures: int) -> None:
+    """Make every ICE connection check its peer's consent (RFC 7675) every ``interval_s``
+    seconds and give up after ``failures`` unanswered checks in a row, process-wide.
+
+    aioice hard-codes 5 s and 6 failures, so a peer that vanishes without a word (a
+    closed laptop, a killed tab) keeps its call running for 30 s or more.
+    """
+    _set(aioice.ice, "CONSENT_INTERVAL", interval_s, AIOICE)
+    _set(aioice.ice, "CONSENT_FAILURES", failures, AIOICE)

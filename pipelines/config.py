@@ -47,6 +47,35 @@ class LLMSettings(BaseModel):
     persona_file: Path | None = Field(
         None, description="Persona TOML for the embedded responder; unset: the bundled one."
     )
+    timeout_s: float = Field(
+        2.5,
+        gt=0.0,
+        le=120.0,
+        description="Longest wait from the turn's start to the first token of a reply (retries "
+        "included); past it the avatar says fallback_line. 2.5 s gets the fallback heard within "
+        "3 s of the turn; raise it for a slow model.",
+    )
+    stall_timeout_s: float = Field(
+        2.5,
+        gt=0.0,
+        le=120.0,
+        description="Longest wait between two pieces of a reply that has started; past it the "
+        "reply ends there and the avatar says fallback_line. The OpenAI client's HTTP timeout "
+        "is the larger of timeout_s and this.",
+    )
+    retries: int = Field(
+        1,
+        ge=0,
+        le=5,
+        description="Retries of a request that failed before any token came (unreachable, 5xx, "
+        "429), only while timeout_s has not run out.",
+    )
+    fallback_line: str = Field(
+        "Sorry, I can't answer that right now. Could you say it again?",
+        min_length=1,
+        description="What the avatar says when the LLM fails or stalls, so a caller never "
+        "meets silence.",
+    )
 
 
 class TTSSettings(BaseModel):

@@ -28,8 +28,8 @@ from pipecat.turns.user_stop import (
 )
 from pipecat.turns.user_turn_strategies import UserTurnStrategies
 
-from pipelines.health import DependencyHealth
 from pipelines.config import LatencyBudgets, LLMSettings, STTSettings, TTSSettings, VADSettings
+from pipelines.health import DependencyHealth
 from pipelines.latency import TurnLatencyObserver
 from pipelines.stages.avatar import AvatarStage
 from pipelines.stages.llm import create_llm_service
@@ -58,6 +58,8 @@ class Conversation:
     stats: SessionStatsObserver
     latency: TurnLatencyObserver
     engines: dict[str, str] = field(default_factory=dict)
+    #: The conversation so far, as the LLM sees it (what the avatar actually said).
+    context: LLMContext | None = None
 
 
 def avatar_transport_params(avatar: AvatarSettings) -> TransportParams:
@@ -113,6 +115,15 @@ def _vad_and_turns(vad: VADSettings) -> LLMUserAggregatorParams:
     return LLMUserAggregatorParams(vad_analyzer=analyzer, user_turn_strategies=strategies)
 
 
+def check_engines(stt: STTSettings, llm: LLMSettings) -> dict[str, str]:
+    """Build the STT and LLM stages once, as a call would, and say which engines run:
+    a server checks its configuration at start rather than failing its first caller.
+    Raises ``STTEngineError`` or ``ValueError`` with the fix."""
+    _stt_service, stt_why = create_stt_service(stt)
+    _llm_service, llm_why = create_llm_service(llm)
+    return {"stt": stt_why, "llm": llm_why}
+
+
 def build_conversation(
     transport: BaseTransport | TransportFactory,
     *,
@@ -131,9 +142,9 @@ def build_conversation(
     their services to ``health``."""
     if not isinstance(transport, BaseTransport):
         transport = transport(avatar_transport_params(avatar))
-    stt_service, stt_why = create_stt_service(stt)
-    llm_service, llm_why = create_llm_service(llm)
-    tts_service = EspeakTTSService(tts)
+    stt_service, stt_why = create_stt_service(stt, health=health)
+    llm_service, llm_why = create_llm_service(llm, health)
+    tts_service = EspeakTTSService(tts, health=health)
     avatar_stage = AvatarStage(AvatarPlayer(AvatarCore(avatar, sample_rate=AUDIO_OUT_SAMPLE_RATE)))
 
     # The system prompt lives on the LLM service (pipecat 1.14 deprecates it in the context).
@@ -187,4 +198,4 @@ def build_conversation(
 
     engines = {"stt": stt_why, "llm": llm_why, "tts": f"espeak-ng voice {tts.voice}"}
     logger.info(f"conversation {name}: " + "; ".join(engines.values()))
-    return Conversation(worker, transport, avatar_stage, stats, latency, engines)
+    return Conversation(worker, transport, avatar_stage, stats, latency, engines, context)

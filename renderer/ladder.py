@@ -114,6 +114,11 @@ class DegradationLadder:
         return self.levels[self.index]
 
     @property
+    def saturated(self) -> bool:
+        """At the lowest rung, and frames are still over budget: nothing left to give up."""
+        return self.index == len(self.levels) - 1 and self.decided_load_s > self.budget_s
+
+    @property
     def load_s(self) -> float:
         """Mean frame work over the current window (0 before the first frame)."""
         return sum(self._window) / len(self._window) if self._window else 0.0

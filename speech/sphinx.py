@@ -41,22 +41,39 @@ def _write_message(stream: IO[bytes], payload: bytes) -> None:
 
 
 class SphinxWorker:
-    """A child process owning one pocketsphinx decoder, for one speaker at a time."""
+    """A child process owning one pocketsphinx decoder, for one speaker at a time.
+
+    The process starts on :meth:`warm` or first use, not on construction, so a call that
+    is set up but never connects costs no process.
+    """
 
     def __init__(self, options: dict[str, Any]) -> None:
         self._lock = threading.Lock()
-        self._process = subprocess.Popen(
-            [sys.executable, "-m", "speech.sphinx", json.dumps(options)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-        )
+        self._options = options
+        self._started: subprocess.Popen[bytes] | None = None
         self._ready = False  # the child says "ready" once its model is loaded
 
+    def warm(self) -> None:
+        """Start the decoder process now, so its model loads before the first utterance."""
+        with self._lock:
+            _ = self._process
+
+    @property
+    def _process(self) -> subprocess.Popen[bytes]:
+        if self._started is None:
+            self._started = subprocess.Popen(
+                [sys.executable, "-m", "speech.sphinx", json.dumps(self._options)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+            )
+        return self._started
+
     def _send(self, payload: bytes) -> None:
-        assert self._process.stdin is not None
-        if self._process.poll() is not None:
-            raise RuntimeError(f"pocketsphinx worker exited with code {self._process.returncode}")
-        _write_message(self._process.stdin, payload)
+        process = self._process
+        assert process.stdin is not None
+        if process.poll() is not None:
+            raise RuntimeError(f"pocketsphinx worker exited with code {process.returncode}")
+        _write_message(process.stdin, payload)
 
     def start(self, pcm: bytes = b"") -> None:
         """Begin an utterance, optionally with audio that came before it was detected."""
@@ -92,11 +109,14 @@ class SphinxWorker:
         return self.finish()
 
     def close(self) -> None:
-        """Stop the worker process. Idempotent."""
-        if self._process.poll() is None:
-            self._process.kill()
-            self._process.wait(timeout=5)
-        for pipe in (self._process.stdin, self._process.stdout):
+        """Stop the worker process, if it started. Idempotent."""
+        process = self._started
+        if process is None:
+            return
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=5)
+        for pipe in (process.stdin, process.stdout):
             if pipe is not None:
                 pipe.close()
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.cli import main
 from agent.config import ConfigError, describe_settings, load_settings
 
 
@@ -57,3 +58,34 @@ def test_config_show_documents_every_key_and_masks_secrets() -> None:
     text = describe_settings(settings)
     assert "sk-secret" not in text and "api_key = '***'" in text
     assert "face = 'stylised'  # Face drawer" in text
+
+
+def test_the_cli_exits_2_on_a_misspelt_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["config", "show", "--set", "llm.baseurl=http://x/v1"]) == 2
+    assert "did you mean 'base_url'?" in capsys.readouterr().err
+
+
+def test_serve_refuses_to_start_with_an_stt_engine_it_cannot_load(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "no-such-model"
+    argv = ["serve", "--set", "stt.engine=whisper", "--set", f"stt.whisper_model={missing}"]
+    assert main(argv) == 2  # before listening: a started server would block here
+    err = capsys.readouterr().err
+    assert "stt.engine is 'whisper'" in err and "visage serve:" in err
+
+
+def test_an_automatic_stt_fallback_is_a_warning_at_start(tmp_path: Path) -> None:
+    from loguru import logger
+
+    from pipelines.config import LLMSettings, STTSettings
+    from pipelines.conversation import check_engines
+
+    warnings: list[str] = []
+    sink = logger.add(lambda m: warnings.append(str(m)), level="WARNING")
+    try:
+        engines = check_engines(STTSettings(whisper_model=str(tmp_path / "gone")), LLMSettings())
+    finally:
+        logger.remove(sink)
+    assert engines["stt"].startswith("pocketsphinx")
+    assert any("falling back to the embedded pocketsphinx" in w for w in warnings)

@@ -12,12 +12,11 @@ import web
 from agent.config import Settings
 from agent.server.app import create_app
 from agent.server.sessions import SessionLimitError
+from tests.helpers.sdp import JSON_HEADERS, OFFER_SDP
 
 WEB_DIR = Path(web.__file__).parent
-SDP_WITHOUT_ICE = (
-    "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n"
-    "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=rtpmap:111 opus/48000/2\r\n"
-)
+#: Passes the server's checks; aiortc refuses it (no codec it knows).
+SDP_WITHOUT_CODEC = OFFER_SDP.replace("opus/48000/2", "nonsense/1")
 
 
 @pytest.fixture
@@ -35,7 +34,8 @@ async def test_page_and_health(http: httpx.AsyncClient) -> None:
     for asset in ("/static/app.js", "/static/call.js", "/static/stats.js", "/static/style.css"):
         assert (await http.get(asset)).status_code == 200, asset
     assert (await http.get("/widget.js")).headers["content-type"].startswith("text/javascript")
-    assert (await http.get("/health")).json() == {"status": "ok", "sessions": 0, "max_sessions": 4}
+    health = (await http.get("/health")).json()
+    assert health["status"] == "ok" and health["sessions"] == 0 and health["max_sessions"] >= 1
 
 
 def test_web_files_load_nothing_from_outside() -> None:
@@ -57,14 +57,14 @@ def test_web_files_load_nothing_from_outside() -> None:
     ],
 )
 async def test_malformed_offer_gets_400_json(http: httpx.AsyncClient, body: bytes) -> None:
-    response = await http.post("/api/offer", content=body)
+    response = await http.post("/api/offer", content=body, headers=JSON_HEADERS)
     assert response.status_code == 400
     assert response.json()["error"]
     assert (await http.get("/health")).status_code == 200
 
 
 async def test_sdp_the_webrtc_stack_rejects_gets_400(http: httpx.AsyncClient) -> None:
-    response = await http.post("/api/offer", json={"sdp": SDP_WITHOUT_ICE, "type": "offer"})
+    response = await http.post("/api/offer", json={"sdp": SDP_WITHOUT_CODEC, "type": "offer"})
     assert response.status_code == 400, response.text
     assert "could not be negotiated" in response.json()["error"]
     assert (await http.get("/health")).json()["sessions"] == 0
@@ -72,14 +72,14 @@ async def test_sdp_the_webrtc_stack_rejects_gets_400(http: httpx.AsyncClient) ->
 
 async def test_patch_for_unknown_peer_is_404(http: httpx.AsyncClient) -> None:
     response = await http.patch("/api/offer", json={"pc_id": "nope", "candidates": []})
-    assert response.status_code == 404 and "not found" in response.json()["error"]
+    assert response.status_code == 404 and "no call with this pc_id" in response.json()["error"]
 
 
 async def test_pipecat_start_flow_routes(http: httpx.AsyncClient) -> None:
     session_id = (await http.post("/start", json={})).json()["sessionId"]
-    bad = await http.post(f"/sessions/{session_id}/api/offer", content=b"{}")
+    bad = await http.post(f"/sessions/{session_id}/api/offer", content=b"{}", headers=JSON_HEADERS)
     assert bad.status_code == 400 and "missing field 'sdp'" in bad.json()["error"]
-    unknown = await http.post("/sessions/nope/api/offer", content=b"{}")
+    unknown = await http.post("/sessions/nope/api/offer", content=b"{}", headers=JSON_HEADERS)
     assert unknown.status_code == 404 and "POST /start" in unknown.json()["error"]
 
 
@@ -89,10 +89,10 @@ class _BrokenSessions:
 
     count = 0
 
-    def describe(self) -> list[dict[str, object]]:
+    def owned(self, _pc_id: str, _owner: str) -> object:
         raise RuntimeError("cannot read /srv/visage/secret.toml")
 
-    async def offer(self, _request: object) -> dict[str, str]:
+    async def offer(self, _request: object, _owner: str) -> dict[str, str]:
         raise SessionLimitError("all 4 call slots are busy; raise server.max_sessions")
 
     async def close_all(self) -> None:
@@ -110,7 +110,7 @@ async def broken() -> httpx.AsyncClient:
 
 
 async def test_an_internal_error_shows_an_error_id_and_nothing_else(broken) -> None:  # type: ignore[no-untyped-def]
-    response = await broken.get("/api/sessions")
+    response = await broken.get("/api/calls/someone")
     assert response.status_code == 500
     body = response.json()
     assert re.fullmatch(r"[0-9a-f]{12}", body["error_id"])
@@ -119,7 +119,7 @@ async def test_an_internal_error_shows_an_error_id_and_nothing_else(broken) -> N
 
 
 async def test_a_full_server_says_when_to_retry_and_not_how_it_is_set_up(broken) -> None:  # type: ignore[no-untyped-def]
-    offer = {"sdp": SDP_WITHOUT_ICE, "type": "offer"}
+    offer = {"sdp": SDP_WITHOUT_CODEC, "type": "offer"}
     response = await broken.post("/api/offer", json=offer)
     assert response.status_code == 503
     assert int(response.headers["retry-after"]) > 0
@@ -130,7 +130,7 @@ async def test_an_oversized_body_is_refused_from_its_declared_length(
     http: httpx.AsyncClient,
 ) -> None:
     response = await http.post(
-        "/api/offer", content=b"{}", headers={"content-length": str(10 * 1024**3)}
+        "/api/offer", content=b"{}", headers={**JSON_HEADERS, "content-length": str(10 * 1024**3)}
     )
     assert response.status_code == 413 and "larger than" in response.json()["error"]
 
@@ -146,6 +146,6 @@ async def test_an_oversized_body_without_a_length_is_cut_off_while_read(
             sent += 64 * 1024
             yield b" " * (64 * 1024)
 
-    response = await http.post("/api/offer", content=endless())
+    response = await http.post("/api/offer", content=endless(), headers=JSON_HEADERS)
     assert response.status_code == 413
     assert sent < 2 * 1024**2, f"stopped reading early, not after {sent} bytes"

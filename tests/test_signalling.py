@@ -7,12 +7,20 @@ import random
 
 import pytest
 
-from agent.server.signalling import SignallingError, parse_offer, parse_patch
-
-SDP = (
-    "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n"
-    "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=rtpmap:111 opus/48000/2\r\n"
+from agent.server.signalling import (
+    SignallingError,
+    UnsupportedMediaTypeError,
+    check_json_content_type,
+    parse_offer,
+    parse_patch,
 )
+from tests.helpers.sdp import OFFER_SDP, offer_body
+
+SDP = OFFER_SDP
+
+
+def _without(sdp: str, prefix: str) -> str:
+    return "".join(line for line in sdp.splitlines(keepends=True) if not line.startswith(prefix))
 
 
 def test_valid_offer_parses() -> None:
@@ -36,6 +44,14 @@ def test_valid_offer_parses() -> None:
             "offers no audio",
         ),
         (json.dumps({"sdp": SDP, "type": "offer", "restart_pc": "y"}).encode(), "restart_pc"),
+        (offer_body(_without(SDP, "a=fingerprint:")), "no DTLS fingerprint"),
+        (offer_body(SDP.replace("sha-256 49:66", "sha-256 zz:66")), "malformed 'a=fingerprint'"),
+        (offer_body(_without(SDP, "a=ice-ufrag:")), "no ICE credentials"),
+        (offer_body(_without(SDP, "a=ice-pwd:")), "no ICE credentials"),
+        (offer_body(_without(SDP, "a=setup:")), "'a=setup:' line"),
+        (offer_body(SDP.replace("a=setup:actpass", "a=setup:x")), "cannot be parsed"),
+        (offer_body(SDP.replace("s=-", "s=\x00-")), "control characters"),
+        (offer_body(SDP + "a=x:\x00\x00\r\n"), "control characters"),
         (b"x" * 300_000, "larger than"),
         (b"[" * 5000 + b"]" * 5000, "nests deeper than 16 levels"),
         (b'{"sdp": "[[[[[[[[[[[[[[[[[[[[", "type": "offer", "a": [[[1]]]}', "not an SDP"),
@@ -85,3 +101,11 @@ def test_patch_parses_and_validates() -> None:
     ]:
         with pytest.raises(SignallingError, match=message):
             parse_patch(json.dumps(bad).encode())
+
+
+@pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded"])
+def test_a_body_not_declared_json_is_refused(content_type: str | None) -> None:
+    # Browsers send these cross-origin without a CORS preflight; JSON needs one.
+    with pytest.raises(UnsupportedMediaTypeError, match="application/json"):
+        check_json_content_type(content_type)
+    check_json_content_type("application/json; charset=utf-8")

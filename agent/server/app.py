@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+from aiortc.exceptions import InvalidAccessError, InvalidStateError, OperationError
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
@@ -25,6 +26,7 @@ from agent.server.sessions import (
 from agent.server.signalling import (
     BodyTooLargeError,
     SignallingError,
+    UnsupportedMediaTypeError,
     parse_offer,
     parse_patch,
     read_body,
@@ -53,6 +55,17 @@ def _internal_error(request: Request, exc: BaseException, what: str) -> JSONResp
     return _error(500, f"{what}; the server logged it as error {error_id}", error_id=error_id)
 
 
+#: What aiortc raises for a description or candidate it cannot use: the caller's fault.
+NEGOTIATION_ERRORS = (ValueError, InvalidAccessError, InvalidStateError, OperationError)
+
+
+def _rejected(request: Request, exc: BaseException, what: str) -> SignallingError:
+    """A 400 for a request the WebRTC stack refused, logged (once, briefly) under an id."""
+    error_id = uuid.uuid4().hex[:12]
+    logger.warning(f"{request.method} {request.url.path} (error {error_id}): {what}: {exc!r}")
+    return SignallingError(f"{what}; the server logged it as error {error_id}")
+
+
 def caller_address(request: Request) -> str:
     """The network address a request came from: a call's owner (proxies are not trusted)."""
     return request.client.host if request.client is not None else "unknown"
@@ -75,7 +88,12 @@ def create_app(settings: Settings, sessions: SessionManager | None = None) -> Fa
 
     @app.exception_handler(SignallingError)
     async def _bad_signalling(_request: Request, exc: SignallingError) -> JSONResponse:
-        return _error(413 if isinstance(exc, BodyTooLargeError) else 400, str(exc))
+        status = 400
+        if isinstance(exc, BodyTooLargeError):
+            status = 413
+        elif isinstance(exc, UnsupportedMediaTypeError):
+            status = 415
+        return _error(status, str(exc))
 
     @app.exception_handler(SessionLimitError)
     async def _busy(_request: Request, exc: SessionLimitError) -> JSONResponse:
@@ -112,10 +130,15 @@ def create_app(settings: Settings, sessions: SessionManager | None = None) -> Fa
 
     @app.get("/health")
     async def health() -> dict[str, object]:
+        # 200 even when degraded: the server still takes calls and the avatar says its
+        # fallback line, and an LLM shared by every node would otherwise take them all out
+        # of rotation at once. A balancer that should drain a degraded node matches on
+        # "status" in the body.
         return {
-            "status": "ok",
+            "status": "degraded" if manager.health.degraded else "ok",
             "sessions": manager.count,
-            "max_sessions": settings.server.max_sessions,
+            "max_sessions": manager.max_sessions,
+            "dependencies": manager.health.describe(),
         }
 
     # No route lists calls: a call's pc_id is its caller's secret.
@@ -130,9 +153,10 @@ def create_app(settings: Settings, sessions: SessionManager | None = None) -> Fa
             return await manager.offer(offer, caller_address(request))
         except (SessionLimitError, SessionStartError, UnknownCallError, HTTPException):
             raise
-        except Exception as exc:
-            # The SDP passed our checks but the WebRTC stack could not use it.
-            raise SignallingError(f"the offer could not be negotiated: {exc}") from exc
+        except NEGOTIATION_ERRORS as exc:
+            # The SDP passed our checks but the WebRTC stack could not use it. Its message
+            # describes our internals, so the caller gets an id and the log the rest.
+            raise _rejected(request, exc, "the offer could not be negotiated") from exc
 
     async def add_candidates(request: Request) -> dict[str, str]:
         patch = parse_patch(await read_body(request))
@@ -140,8 +164,8 @@ def create_app(settings: Settings, sessions: SessionManager | None = None) -> Fa
             await manager.add_candidates(patch, caller_address(request))
         except (UnknownCallError, HTTPException):
             raise
-        except Exception as exc:
-            raise SignallingError(f"the ICE candidates could not be used: {exc}") from exc
+        except NEGOTIATION_ERRORS as exc:
+            raise _rejected(request, exc, "the ICE candidates could not be used") from exc
         return {"status": "success"}
 
     @app.post("/api/offer")

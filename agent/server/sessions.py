@@ -18,10 +18,14 @@ from pipecat.transports.smallwebrtc.request_handler import (
 )
 from pipecat.workers.runner import WorkerRunner
 
+from agent.capacity import resolve_max_sessions
 from agent.config import Settings
 from pipelines.conversation import Conversation, avatar_transport_params, build_conversation
 from pipelines.health import DependencyHealth
 from pipelines.transports.smallwebrtc import AvatarVideoTrack, AvatarWebRTCTransport
+
+#: How often a new call checks whether its peer has connected (the greeting waits for it).
+CONNECT_POLL_S = 0.02
 
 #: Builds a conversation for a new peer; tests swap in lighter ones.
 ConversationFactory = Callable[[SmallWebRTCConnection, Settings], Conversation]
@@ -71,6 +75,8 @@ class Session:
     #: add ICE candidates, on top of knowing the unguessable ``pc_id``.
     owner: str
     task: asyncio.Task | None = None
+    #: Whether the pipeline runs (the peer connected).
+    running: bool = False
     started_at: float = field(default_factory=time.time)
 
     def describe(self) -> dict[str, Any]:
@@ -121,6 +127,10 @@ class SessionManager:
         self.health = DependencyHealth()
         self._factory = factory or functools.partial(default_factory, health=self.health)
         self._stop_timeout_s = stop_timeout_s
+        #: Calls admitted at once: the setting, the machine's measured capacity, or a
+        #: per-core figure (agent/capacity.py).
+        self.max_sessions, why = resolve_max_sessions(settings)
+        logger.info(f"call limit: {self.max_sessions} ({why})")
         self._handler = SmallWebRTCRequestHandler()
         self._sessions: dict[str, Session] = {}
         self._closing = False
@@ -138,7 +148,7 @@ class SessionManager:
         """The call ``pc_id`` if ``owner`` made it; else :class:`UnknownCallError`."""
         session = self._sessions.get(pc_id)
         if session is None or session.owner != owner:
-            raise UnknownCallError(f"no call {pc_id!r} of yours is running")
+            raise UnknownCallError("no call with this pc_id is yours")
         return session
 
     async def offer(self, request: SmallWebRTCRequest, owner: str) -> dict[str, str]:
@@ -149,11 +159,8 @@ class SessionManager:
             raise SessionLimitError("the server is shutting down")
         if request.pc_id is not None:
             self.owned(request.pc_id, owner)
-        elif self.count >= self._settings.server.max_sessions:
-            raise SessionLimitError(
-                f"all {self._settings.server.max_sessions} call slots are busy; try again later "
-                "or raise server.max_sessions"
-            )
+        else:
+            self._admit()
         failed: list[tuple[SmallWebRTCConnection, Exception]] = []
 
         async def start_session(connection: SmallWebRTCConnection) -> None:
@@ -168,10 +175,26 @@ class SessionManager:
         answer = await self._handler.handle_web_request(request, start_session)
         if failed:
             connection, exc = failed[0]
-            await connection.disconnect()
+            await self._disconnect(connection)
             raise SessionStartError(f"could not start the call: {exc}") from exc
         assert answer is not None
         return answer
+
+    def _admit(self) -> None:
+        """Refuse a new call the running ones would pay for."""
+        if self.count >= self.max_sessions:
+            raise SessionLimitError(
+                f"all {self.max_sessions} call slots are busy; try again later or raise "
+                "server.max_sessions (measure with `visage bench load --find-capacity`)"
+            )
+        for session in self._sessions.values():
+            ladder = session.conversation.avatar.ladder
+            if session.running and ladder is not None and ladder.saturated:
+                raise SessionLimitError(
+                    f"call {session.pc_id} renders at the lowest quality and its frames are "
+                    f"still late ({ladder.decided_load_s * 1000:.0f} ms of work per frame); "
+                    "the machine is full"
+                )
 
     async def add_candidates(self, request: SmallWebRTCPatchRequest, owner: str) -> None:
         """Trickle ICE: add the late candidates of ``owner``'s call."""
@@ -191,26 +214,70 @@ class SessionManager:
 
         @session.connection.event_handler("closed")
         async def _on_closed(_connection: SmallWebRTCConnection) -> None:
-            # Covers peers that never finished connecting, which the transport never reports.
             await session.conversation.worker.cancel(reason="peer connection closed")
 
     async def _run(self, session: Session) -> None:
-        runner = WorkerRunner(handle_sigint=False)
         try:
+            # The pipeline (and its avatar's rendering) starts only once the peer is
+            # there: an offer that never connects costs no CPU, only its slot, and only
+            # for connect_timeout_s.
+            if not await self._connected(session):
+                return
+            session.running = True
+            runner = WorkerRunner(handle_sigint=False)
             await runner.add_workers(session.conversation.worker)
             await runner.run()
         except Exception:
             logger.exception(f"session {session.pc_id} failed")
         finally:
+            # Counted until its sockets are closed: a slot is free only when they are.
+            await self._disconnect(session.connection)
             self._sessions.pop(session.pc_id, None)
-            await session.connection.disconnect()
             logger.info(f"session {session.pc_id} ended; {self.count} running")
 
+    async def _connected(self, session: Session) -> bool:
+        """Wait until the peer's connection is up: False if it fails, closes, or takes
+        longer than ``server.connect_timeout_s``."""
+        deadline = time.monotonic() + self._settings.server.connect_timeout_s
+        while True:
+            # Polled, not an event: a restart replaces the connection's RTCPeerConnection.
+            state = session.connection.pc.connectionState
+            if state == "connected":
+                return True
+            if state in ("failed", "closed"):
+                logger.info(f"session {session.pc_id}: the peer's connection {state}")
+                return False
+            if time.monotonic() >= deadline:
+                logger.warning(
+                    f"session {session.pc_id}: the peer did not connect within "
+                    f"{self._settings.server.connect_timeout_s:g} s of its offer; hanging up"
+                )
+                return False
+            await asyncio.sleep(CONNECT_POLL_S)
+
+    async def _disconnect(self, connection: SmallWebRTCConnection) -> None:
+        """Close the peer connection (its sockets and aiortc tasks), bounded in time."""
+        try:
+            await asyncio.wait_for(connection.disconnect(), self._stop_timeout_s)
+        except TimeoutError:
+            logger.warning(
+                f"closing the peer connection {connection.pc_id} took over "
+                f"{self._stop_timeout_s:g} s; abandoned"
+            )
+        except Exception:
+            logger.exception(f"closing the peer connection {connection.pc_id} failed")
+
     async def _stop(self, session: Session) -> None:
+        if session.task is None:
+            return
+        if not session.running:
+            session.task.cancel()  # still waiting for the peer: nothing to wind down
         await session.conversation.worker.cancel(reason="server shutting down")
-        if session.task is not None:
-            try:
-                await asyncio.wait_for(asyncio.shield(session.task), self._stop_timeout_s)
-            except TimeoutError:
-                logger.warning(f"session {session.pc_id} did not stop in time; cancelling")
-                session.task.cancel()
+        try:
+            await asyncio.wait_for(asyncio.shield(session.task), self._stop_timeout_s)
+        except TimeoutError:
+            logger.warning(f"session {session.pc_id} did not stop in time; cancelling")
+            session.task.cancel()
+        except asyncio.CancelledError:
+            if not session.task.cancelled():
+                raise

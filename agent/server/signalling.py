@@ -14,6 +14,7 @@ import json
 import re
 from typing import Any
 
+from aiortc.sdp import SessionDescription
 from pipecat.transports.smallwebrtc.request_handler import (
     IceCandidate,
     SmallWebRTCPatchRequest,
@@ -36,9 +37,14 @@ class BodyTooLargeError(SignallingError):
     """The request body is over ``MAX_BODY_BYTES`` (a 413 answer)."""
 
 
+class UnsupportedMediaTypeError(SignallingError):
+    """The request body is not declared as JSON (a 415 answer)."""
+
+
 async def read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
-    """The request's body, refused as soon as it is known to be over ``limit`` bytes: from
-    its declared ``Content-Length`` before reading, else while it streams in."""
+    """The request's JSON body, refused as soon as it is known to be over ``limit`` bytes:
+    from its declared ``Content-Length`` before reading, else while it streams in."""
+    check_json_content_type(request.headers.get("content-type"))
     declared = request.headers.get("content-length")
     if declared is not None:
         if not declared.isdigit():
@@ -92,16 +98,80 @@ def _string(data: dict[str, Any], key: str, *, required: bool = True) -> str | N
     return value
 
 
+#: Characters an SDP may contain besides printable ASCII (RFC 8866 is UTF-8 text by lines).
+_SDP_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_FINGERPRINT = re.compile(r"a=fingerprint:[A-Za-z0-9-]+ [0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2})+$")
+DTLS_SETUP = ("actpass", "active", "passive")
+
+
+def _sections(lines: list[str]) -> tuple[list[str], list[list[str]]]:
+    """Split SDP lines into the session part and one list per media section."""
+    session: list[str] = []
+    media: list[list[str]] = []
+    for line in lines:
+        if line.startswith("m="):
+            media.append([line])
+        elif media:
+            media[-1].append(line)
+        else:
+            session.append(line)
+    return session, media
+
+
+def _has(prefix: str, session: list[str], section: list[str]) -> bool:
+    """Whether a media section has an attribute, itself or from the session level."""
+    return any(line.startswith(prefix) for line in (*section, *session))
+
+
 def validate_sdp(sdp: str) -> None:
-    """Check that ``sdp`` looks like a WebRTC session description with an audio section."""
+    """Check that ``sdp`` is a WebRTC offer the server can answer: an SDP description
+    whose audio section has ICE credentials and a DTLS fingerprint. Anything else would
+    take a call slot for a connection that can never come up."""
+    if _SDP_CONTROL.search(sdp):
+        raise SignallingError("field 'sdp' contains control characters (e.g. NUL bytes)")
     lines = [line.strip() for line in sdp.strip().splitlines()]
     if not lines or lines[0] != "v=0":
         raise SignallingError("field 'sdp' is not an SDP session description (no 'v=0' line)")
-    media = [line for line in lines if line.startswith("m=")]
+    try:
+        SessionDescription.parse(sdp)
+    except Exception as exc:  # aiortc's parser fails on bad input in many ways
+        raise SignallingError(f"field 'sdp' cannot be parsed ({type(exc).__name__})") from None
+    session, media = _sections(lines)
     if not media:
         raise SignallingError("field 'sdp' has no media section ('m=' line)")
-    if not any(line.startswith("m=audio ") for line in media):
+    audio = [m for m in media if m[0].startswith("m=audio ")]
+    if not audio:
         raise SignallingError("field 'sdp' offers no audio; the call needs the microphone")
+    for section in audio:
+        for attribute in ("a=ice-ufrag:", "a=ice-pwd:"):
+            if not _has(attribute, session, section):
+                raise SignallingError(
+                    f"field 'sdp' has no ICE credentials ('{attribute[:-1]}' line); "
+                    "it is not a WebRTC offer"
+                )
+        prints = [line for line in (*section, *session) if line.startswith("a=fingerprint:")]
+        if not prints:
+            raise SignallingError(
+                "field 'sdp' has no DTLS fingerprint ('a=fingerprint' line); "
+                "it is not a WebRTC offer"
+            )
+        if not all(_FINGERPRINT.match(line) for line in prints):
+            raise SignallingError("field 'sdp' has a malformed 'a=fingerprint' line")
+        setups = [line for line in (*section, *session) if line.startswith("a=setup:")]
+        if not setups or not all(line[8:] in DTLS_SETUP for line in setups):
+            raise SignallingError(
+                "field 'sdp' needs an 'a=setup:' line of actpass, active or passive (the DTLS role)"
+            )
+
+
+def check_json_content_type(content_type: str | None) -> None:
+    """Signalling bodies are JSON. Insisting on the type means a browser on another site
+    cannot send them without a CORS preflight, which the server does not grant."""
+    kind = (content_type or "").split(";")[0].strip().lower()
+    if kind != "application/json":
+        raise UnsupportedMediaTypeError(
+            f"signalling requests must be sent as application/json, not {kind or 'untyped'}"
+        )
 
 
 def parse_offer(body: bytes) -> SmallWebRTCRequest:

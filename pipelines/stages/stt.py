@@ -21,6 +21,7 @@ from loguru import logger
 from pipecat.frames.frames import (
     EndFrame,
     Frame,
+    StartFrame,
     TranscriptionFrame,
     VADUserStartedSpeakingFrame,
     VADUserStoppedSpeakingFrame,
@@ -32,6 +33,7 @@ from pipecat.utils.time import time_now_iso8601
 from pipecat.utils.tracing.service_decorators import traced_stt
 
 from pipelines.config import STTSettings
+from pipelines.health import DependencyHealth
 from speech.sphinx import SphinxWorker
 
 POCKETSPHINX_SAMPLE_RATE = 16000
@@ -62,6 +64,9 @@ SILENCE_PEAK = 16
 PREROLL_S = 0.5
 # Longest wait for a pending transcript when the pipeline ends gracefully.
 FINISH_TIMEOUT_S = 5.0
+# Longest wait for an utterance's words (the final pass takes tens of ms; the first
+# utterance may also wait for the decoder process to load its model, about a second).
+TRANSCRIPT_TIMEOUT_S = 10.0
 
 
 class STTEngineError(RuntimeError):
@@ -73,7 +78,9 @@ class PocketsphinxSTTService(STTService):
 
     Audio goes to the decoder from the moment VAD hears speech (plus a little audio from
     before, since VAD starts late), so at the end of speech only the final search pass
-    remains. Each service owns its decoder process; ``cleanup`` stops it.
+    remains. Each service owns its decoder process; ``cleanup`` stops it. A decoder that
+    gives no words within ``transcript_timeout_s`` (or dies) is replaced, so the next turn
+    works; ``health`` hears of each transcript (``"stt"`` ok) and each failure.
     """
 
     def __init__(
@@ -82,15 +89,21 @@ class PocketsphinxSTTService(STTService):
         decoder_options: dict[str, Any] | None = None,
         ttfs_p99_latency: float | None = POCKETSPHINX_TTFS_P99,
         preroll_s: float = PREROLL_S,
+        transcript_timeout_s: float = TRANSCRIPT_TIMEOUT_S,
+        health: DependencyHealth | None = None,
         **kwargs: Any,
     ) -> None:
-        """Start the decoder process; extra kwargs go to pipecat's STTService."""
+        """Set up the decoder (its process starts with the pipeline); extra kwargs go to
+        pipecat's STTService."""
         super().__init__(
             settings=PipecatSTTSettings(model=POCKETSPHINX_MODEL_NAME, language=Language.EN),
             ttfs_p99_latency=ttfs_p99_latency,
             **kwargs,
         )
-        self._worker = SphinxWorker({**POCKETSPHINX_OPTIONS, **(decoder_options or {})})
+        self._options = {**POCKETSPHINX_OPTIONS, **(decoder_options or {})}
+        self._worker = SphinxWorker(self._options)  # its process starts with the call
+        self._transcript_timeout_s = transcript_timeout_s
+        self._health = health or DependencyHealth()
         self._preroll_s = preroll_s
         self._preroll = bytearray()  # 16 kHz int16 audio from just before speech began
         self._resampler: soxr.ResampleStream | None = None
@@ -167,10 +180,20 @@ class PocketsphinxSTTService(STTService):
 
     async def _finish_utterance(self) -> None:
         await self.start_processing_metrics()
+        timeout_s = self._transcript_timeout_s
         try:
-            text = await self._worker.finish_async()
+            text = await asyncio.wait_for(self._worker.finish_async(), timeout_s)
+        except Exception as e:
+            why = (
+                f"no transcript within {timeout_s:g} s"
+                if isinstance(e, TimeoutError)
+                else f"pocketsphinx failed ({type(e).__name__})"
+            )
+            self._replace_worker(why, e)
+            return
         finally:
             await self.stop_processing_metrics()
+        self._health.ok("stt")
         if self._utterance_peak < SILENCE_PEAK or not text:
             logger.debug(f"{self}: no words in that utterance")
             return
@@ -179,6 +202,20 @@ class PocketsphinxSTTService(STTService):
         transcript = TranscriptionFrame(text, self._user_id, time_now_iso8601(), Language.EN)
         transcript.finalized = True  # the whole utterance: no later revision comes
         await self.push_frame(transcript)
+
+    def _replace_worker(self, why: str, error: Exception) -> None:
+        """The decoder failed this utterance (``why``): report it and start a fresh one."""
+        self._health.failed("stt", why)
+        logger.error(f"{self}: {why}: {error!r}; the utterance is lost, restarting the decoder")
+        # Killing the process also ends the read its thread may still be blocked in.
+        self._worker.close()
+        self._worker = SphinxWorker(self._options)
+        self._worker.warm()
+
+    async def start(self, frame: StartFrame) -> None:
+        """Start the decoder process as the call starts; its model loads meanwhile."""
+        await super().start(frame)
+        await asyncio.to_thread(self._worker.warm)
 
     async def stop(self, frame: EndFrame) -> None:
         """A graceful end still delivers the words of an utterance that just ended."""
@@ -216,8 +253,11 @@ def wav_to_mono16k(audio: bytes) -> np.ndarray:
     return samples
 
 
-def create_stt_service(settings: STTSettings) -> tuple[STTService, str]:
-    """Build the configured STT service (blocking: loads the model) and a line saying why."""
+def create_stt_service(
+    settings: STTSettings, *, health: DependencyHealth | None = None
+) -> tuple[STTService, str]:
+    """Build the configured STT service (blocking: loads the model) and a line saying why;
+    pocketsphinx reports to ``health``."""
     if settings.engine == "pocketsphinx":
         reason = "forced by engine=pocketsphinx"
     elif not settings.whisper_model:
@@ -238,6 +278,7 @@ def create_stt_service(settings: STTSettings) -> tuple[STTService, str]:
                     "stt.engine=auto to fall back to the embedded pocketsphinx."
                 ) from e
             reason = str(e)
+            logger.warning(f"STT: {e}; falling back to the embedded pocketsphinx")
         else:
             logger.info(f"STT: {line}")
             return service, line
@@ -246,7 +287,7 @@ def create_stt_service(settings: STTSettings) -> tuple[STTService, str]:
         logger.warning(
             f"pocketsphinx only transcribes English; stt.language={settings.language!r} ignored"
         )
-    service = PocketsphinxSTTService()
+    service = PocketsphinxSTTService(health=health)
     line = f"pocketsphinx (embedded): {reason}"
     logger.info(f"STT: {line}")
     return service, line

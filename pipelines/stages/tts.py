@@ -18,10 +18,14 @@ from pipecat.utils.types import NOT_GIVEN, NotGiven, assert_given
 
 from pipelines.config import TTSSettings
 from pipelines.frames import PhonemeAudioRawFrame
+from pipelines.health import DependencyHealth
 from speech.espeak import EspeakEngine, SpeechChunk, SpeechStream
 
 # Chunks already synthesised are joined into one pushed frame until it holds this much.
 MAX_FRAME_S = 0.5
+# Longest wait for espeak-ng's next chunk. It synthesises hundreds of times faster than
+# real time and holds its lock for milliseconds, so a wait this long means it is stuck.
+CHUNK_TIMEOUT_S = 5.0
 
 
 @dataclass
@@ -41,6 +45,8 @@ class EspeakTTSService(TTSService):
     playback (None: no pacing), so downstream stages never hold much of a reply. An
     interruption cancels ``run_tts``, which aborts synthesis if it is still running and
     drops every chunk not yet pushed; the base class drops the reply's queued audio.
+    A synthesis that yields no chunk for ``chunk_timeout_s`` is aborted. Each finished
+    synthesis reports ``"tts"`` ok to ``health``, each failed one its reason.
     """
 
     Settings = EspeakTTSSettings
@@ -52,6 +58,8 @@ class EspeakTTSService(TTSService):
         *,
         max_lead_s: float | None = 1.0,
         engine: EspeakEngine | None = None,
+        chunk_timeout_s: float = CHUNK_TIMEOUT_S,
+        health: DependencyHealth | None = None,
         **kwargs: Any,
     ) -> None:
         """Create the service; raises ValueError now for an unknown voice or a bad rate."""
@@ -73,6 +81,8 @@ class EspeakTTSService(TTSService):
         )
         self._engine = engine
         self._max_lead_s = max_lead_s
+        self._chunk_timeout_s = chunk_timeout_s
+        self._health = health or DependencyHealth()
         self._speech: SpeechStream | None = None  # the synthesis run_tts is reading
         self._context_interruptible = True
         self._unjoined: set[SpeechStream] = set()
@@ -115,7 +125,14 @@ class EspeakTTSService(TTSService):
                 if chunk is None:
                     if speech.exhausted:
                         break
-                    await ready.wait()
+                    try:
+                        await asyncio.wait_for(ready.wait(), self._chunk_timeout_s)
+                    except TimeoutError:
+                        why = f"no audio from espeak-ng within {self._chunk_timeout_s:g} s"
+                        self._health.failed("tts", why)
+                        logger.error(f"{self}: {why} while speaking [{text}]; skipped")
+                        yield ErrorFrame(error=f"{self}: {why}")
+                        return
                     continue
                 chunk = self._with_ready_chunks(speech, chunk)
                 await self._wait_for_playout_room(chunk.duration_s)
@@ -133,7 +150,10 @@ class EspeakTTSService(TTSService):
                     words = [(word, start_s + offset) for word, offset in chunk.words]
                     await self.add_word_timestamps(words, context_id)
             await self.stop_ttfb_metrics()
+            if not speech.aborted:
+                self._health.ok("tts")
         except Exception as e:
+            self._health.failed("tts", f"espeak-ng failed ({type(e).__name__})")
             logger.exception(f"{self}: espeak-ng synthesis failed for [{text}]")
             yield ErrorFrame(error=f"{self}: espeak-ng synthesis failed: {e}")
         finally:

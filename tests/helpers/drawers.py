@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import torch
@@ -41,3 +42,21 @@ def flat_drawer(settings: AvatarSettings, width: int, height: int) -> FrameDrawe
 def jaw_of(image: bytes) -> float:
     """The jaw opening a FlatDrawer image shows (its first pixel's red level)."""
     return image[0] / 255
+
+
+SLOW_DRAWER = "tests.helpers.drawers:slow_drawer"
+SLOW_DRAW_S = 0.12  # over the frame period of every rung of the ladder
+
+
+class SlowDrawer(FlatDrawer):
+    """A FlatDrawer on a machine far too slow for it: every frame takes SLOW_DRAW_S."""
+
+    def render(self, motion: np.ndarray, cancel: threading.Event | None = None) -> np.ndarray:
+        """A FlatDrawer image, late."""
+        time.sleep(SLOW_DRAW_S)
+        return super().render(motion, cancel)
+
+
+def slow_drawer(settings: AvatarSettings, width: int, height: int) -> FrameDrawer:
+    """The builder ``avatar.face = "tests.helpers.drawers:slow_drawer"`` names."""
+    return SlowDrawer(width, height)
