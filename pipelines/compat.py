@@ -291,3 +291,23 @@ def set_ice_consent_checks(interval_s: float, failures: int) -> None:
     """
     _set(aioice.ice, "CONSENT_INTERVAL", interval_s, AIOICE)
     _set(aioice.ice, "CONSENT_FAILURES", failures, AIOICE)
+
+
+# --- pipecat: private hooks our services override ------------------------------------
+#: (class, method): pipecat's own private hooks that Visage's services override. An
+#: upgrade that renames one would silently bypass our override, so tests/test_compat.py
+#: checks each still exists, and is still called where we rely on it.
+def overridden_hooks() -> list[tuple[type, str]]:
+    """The pipecat hooks overridden in pipelines/stages/ (kept in step with them)."""
+    from pipecat.services.llm_service import LLMService
+    from pipecat.services.openai.llm import OpenAILLMService
+    from pipecat.services.stt_service import STTService
+    from pipecat.services.tts_service import TTSService
+
+    return [
+        (OpenAILLMService, "_process_context"),
+        (LLMService, "_push_llm_text"),
+        (STTService, "_handle_vad_user_started_speaking"),
+        (STTService, "_handle_vad_user_stopped_speaking"),
+        (TTSService, "_handle_interruption"),
+    ]

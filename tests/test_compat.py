@@ -242,3 +242,22 @@ def test_private_names_of_dependencies_appear_only_in_compat() -> None:
                 if hits:
                     found.append(f"{path.relative_to(ROOT)}:{number}: {', '.join(hits)}")
     assert not found, "use pipelines/compat.py instead:\n" + "\n".join(found)
+
+
+def test_the_pipecat_hooks_our_services_override_still_exist() -> None:
+    hooks = compat.overridden_hooks()
+    for cls, name in hooks:
+        assert callable(getattr(cls, name, None)), f"pipecat {cls.__name__}.{name} is gone"
+    # Every private pipecat method a stage overrides is in the list.
+    from pipecat.processors.frame_processor import FrameProcessor
+    from pipecat.services.openai.llm import OpenAILLMService
+    from pipecat.services.stt_service import STTService
+    from pipecat.services.tts_service import TTSService
+
+    bases = (OpenAILLMService, STTService, TTSService, FrameProcessor)
+    pipecat_private = {name for cls in bases for name in dir(cls) if name.startswith("_")}
+    overridden = set()
+    for path in (ROOT / "pipelines" / "stages").glob("*.py"):
+        overridden |= set(re.findall(r"def (_[a-z]\w*)\(self", path.read_text()))
+    unlisted = (overridden & pipecat_private) - {name for _, name in hooks}
+    assert not unlisted, f"add these to compat.overridden_hooks(): {sorted(unlisted)}"
