@@ -34,9 +34,12 @@ $(VENV)/.chromium: | $(BIN)/python
 	  else sudo apt-get update -qq && sudo apt-get install -y -qq chromium; fi; }
 	@touch $@
 
+# MediaPipe's face models for portrait avatars: taken out of the mediapipe wheel into
+# ~/.cache/visage/models and checked against pinned sha256 (a no-op once they are there).
 install: $(VENV)/.installed
+	$(BIN)/visage models fetch-face
 
-install-dev: $(VENV)/.installed-dev $(VENV)/.chromium
+install-dev: install $(VENV)/.installed-dev $(VENV)/.chromium
 
 demo: install
 	$(BIN)/visage serve

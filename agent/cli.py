@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from agent.avatars import add_avatar_parsers
 from agent.config import ConfigError, Settings, describe_settings, load_settings
 
 
@@ -137,7 +138,12 @@ def cmd_bench_load(args: argparse.Namespace) -> int:
     settings = _settings(args)
     if args.seconds <= 0:
         return _fail("--seconds must be positive")
-    common = {"seconds": args.seconds, "url": args.url, "flags": _server_flags(args)}
+    common = {
+        "seconds": args.seconds,
+        "url": args.url,
+        "flags": _server_flags(args),
+        "strict": args.strict,
+    }
     if not args.find_capacity:
         if args.sessions is None or args.sessions < 1:
             return _fail("give --sessions N (at least 1), or --find-capacity")
@@ -167,7 +173,8 @@ def cmd_bench_load(args: argparse.Namespace) -> int:
         save_record(record, path)
         result["saved"] = {"path": str(path), **record.as_dict()}
         print(f"saved in {path} for {record.key.describe()}")
-        print(f"an unset server.max_sessions now admits {max(1, result['capacity'])} calls here")
+        admits = max(1, result["capacity"])
+        print(f"an unset server.max_sessions now admits {admits} call{'s' * (admits > 1)} here")
     _write_json(args.json, result)
     return 0
 
@@ -424,6 +431,65 @@ def _add_motion_parser(sub: Any) -> None:
     infer.set_defaults(func=cmd_motion_infer)
 
 
+def cmd_render(args: argparse.Namespace) -> int:
+    """Render an offline clip: the avatar saying --audio or --text, as an MP4."""
+    import torch
+    from loguru import logger
+
+    from renderer import clip
+
+    if not 64 <= args.size <= 2048 or args.size % 2:
+        return _fail(f"--size must be an even number of pixels from 64 to 2048, got {args.size}")
+    if not 5 <= args.fps <= 60:
+        return _fail(f"--fps must be between 5 and 60, got {args.fps}")
+    settings = _settings(args)
+    avatar = settings.avatar.model_dump()
+    avatar.update(width=args.size, height=args.size, fps=args.fps)
+    if args.avatar:
+        avatar["face"] = args.avatar  # the drawer factory resolves the name
+    tts = settings.tts
+    try:
+        clip.check_output(args.out)
+        if args.audio is not None:
+            speech = clip.speech_from_wav(args.audio)
+        else:
+            speech = clip.speech_from_text(
+                args.text, voice=tts.voice, rate=tts.rate, pitch=tts.pitch
+            )
+        avatar_settings = type(settings.avatar).model_validate(avatar)
+        torch.set_num_threads(avatar_settings.torch_threads)  # as the server sets it
+        report = clip.render_clip(speech, avatar_settings, args.out, progress=not args.quiet)
+    except clip.ClipError as exc:
+        return _fail(str(exc))
+    except Exception as exc:  # ours, not the user's: the traceback goes to the log
+        logger.opt(exception=exc).error(f"visage render failed: {exc}")
+        print(f"visage: {args.out} was not written: {exc}", file=sys.stderr)
+        return 1
+    print(report.describe())
+    return 0
+
+
+def _add_render_parser(sub: Any) -> None:
+    render = sub.add_parser(
+        "render",
+        help="render an offline clip (MP4) of the avatar saying a WAV file or a text",
+        description="Goes through a live call's motion and drawing path, unpaced, at full "
+        "quality; writes H.264 + AAC in MP4 with the speech muxed in.",
+    )
+    said = render.add_mutually_exclusive_group(required=True)
+    said.add_argument("--audio", type=Path, help="speech to say: a WAV file (any rate, channels)")
+    said.add_argument("--text", help="words to say, spoken by the configured TTS (espeak-ng)")
+    render.add_argument("--out", type=Path, required=True, help="MP4 file to write")
+    render.add_argument(
+        "--avatar", help="avatar name (sets avatar.face; default: the configured face)"
+    )
+    render.add_argument("--size", type=int, default=512, help="width and height (default 512)")
+    render.add_argument("--fps", type=int, default=25, help="frames per second (default 25)")
+    render.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_config_flags(render)
+    render.set_defaults(func=cmd_render)
+
+
 def cmd_profile(args: argparse.Namespace) -> int:
     """Profile a live call: per-stage p50/p95/max, A/V offset, barge-in, fps."""
     from agent.profile import format_table, plot_waterfall, run_profile
@@ -505,8 +571,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Without --url, starts `visage serve` as a child process on a free "
         "loopback port (with the same --config/--set) so the server's CPU use and the "
         "callers' are measured apart. --find-capacity doubles N from 1 while every call "
-        "holds 24 fps, real-time audio (>= 95%, no gap over 200 ms) and its [budgets], "
-        "then bisects; the capacity is saved for this machine and avatar in "
+        "holds 24 fps, real-time audio (>= 95%, no gap over 200 ms), an answer to every "
+        "question and budgets.end_to_end at p95 (speech end -> reply sent), then bisects; "
+        "the capacity is saved for this machine and avatar in "
         "$XDG_CACHE_HOME/visage/capacity.json (~/.cache/visage/capacity.json), which an "
         "unset server.max_sessions then uses.",
     )
@@ -514,13 +581,21 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument(
         "--seconds",
         type=float,
-        default=20.0,
-        help="keep asking questions this long after the greetings (default 20)",
+        default=60.0,
+        help="keep asking questions this long after the greetings (default 60: 4 or 5 "
+        "questions a call, the embedded persona's answers take 6 to 12 s)",
     )
     load.add_argument("--url", help="server to load (default: start one here)")
     load.add_argument("--json", type=Path, help="also write every figure here")
     load.add_argument(
         "--find-capacity", action="store_true", help="search for the most calls that hold up"
+    )
+    load.add_argument(
+        "--strict",
+        action="store_true",
+        help="also fail a call whose stage p95s are over their [budgets] entries, and whose "
+        "end-to-end time at the caller is over budgets.end_to_end (without it, a call must "
+        "hold 24 fps, real-time audio, and the server's end-to-end p95 within the budget)",
     )
     load.add_argument(
         "--most", type=int, default=32, help="with --find-capacity: most calls to try (32)"
@@ -551,6 +626,8 @@ def build_parser() -> argparse.ArgumentParser:
     cycles.set_defaults(func=cmd_bench_cycles)
 
     _add_motion_parser(sub)
+    _add_render_parser(sub)
+    add_avatar_parsers(sub, _add_config_flags, _settings)
 
     prof = sub.add_parser(
         "profile", help="play the user over WebRTC and time every stage of every turn"

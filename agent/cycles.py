@@ -2,10 +2,11 @@
 
 Each cycle places a real aiortc call (:class:`~agent.load.LoadClient`), waits for its
 first audio or video packet, hangs up, and waits until the server's ``/health`` counts no
-call. The server runs as a child process (``visage serve``) or at ``--url``; for a child,
-its RSS, threads (by name) and open fds (by kind) are read from ``/proc`` before the
-first cycle and after cycles 1, 10, 50, 100 and the last. The report says whether RSS
-stopped growing (between the last two readings, at most :data:`RSS_TOLERANCE_MB` or
+call. The server runs as a child process (``visage serve``) or at ``--url``. For a child,
+its RSS, threads (by name) and open fds (by kind), and its own child processes (each
+call's pocketsphinx worker) with their RSS, are read from ``/proc`` before the first
+cycle and after cycles 1, 10, 50, 100 and the last. The report says whether RSS stopped
+growing (between the last two readings, at most :data:`RSS_TOLERANCE_MB` or
 :data:`RSS_TOLERANCE_SHARE` of it) and which threads and fds the calls left behind
 (last reading against the one after the first call, which loads the models).
 """
@@ -95,6 +96,7 @@ def summarise(readings: list[dict[str, Any]], cycles: list[dict[str, Any]]) -> d
         "fds_left": _grown(last["fd_kinds"], warm["fd_kinds"]),
         "threads_over_start": last["threads"] - readings[0]["threads"],
         "fds_over_start": last["fds"] - readings[0]["fds"],
+        "children_left": last["children"] - readings[0]["children"],
     }
     return summary
 
@@ -135,7 +137,7 @@ async def bench_cycles(
 
 def format_cycles(report: dict[str, Any]) -> str:
     """The readings as a table, then what grew."""
-    rows = [["cycles", "rss_mb", "threads", "fds", "server_cpu_s", "at_s"]]
+    rows = [["cycles", "rss_mb", "threads", "fds", "children", "children_mb", "cpu_s", "at_s"]]
     for r in report["readings"]:
         rows.append(
             [
@@ -143,6 +145,8 @@ def format_cycles(report: dict[str, Any]) -> str:
                 f"{r['rss_mb']:.1f}" if "rss_mb" in r else "-",
                 str(r.get("threads", "-")),
                 str(r.get("fds", "-")),
+                str(r.get("children", "-")),
+                f"{r['children_rss_mb']:.0f}" if "children_rss_mb" in r else "-",
                 f"{r['cpu_s']:.1f}" if "cpu_s" in r else "-",
                 f"{r['at_s']:.0f}",
             ]
@@ -167,6 +171,7 @@ def format_cycles(report: dict[str, Any]) -> str:
         lines.append(
             f"after the first call: threads {s['threads_over_first_call']:+d} "
             f"{s['threads_left'] or ''}, fds {s['fds_over_first_call']:+d} {s['fds_left'] or ''}"
+            f"; child processes left: {s['children_left']}"
         )
     return "\n".join(lines)
 

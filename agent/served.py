@@ -2,8 +2,10 @@
 
 Running ``visage serve`` as a child process keeps the server's CPU time, memory, threads
 and open files apart from the benchmark's own (its callers): both are read from
-``/proc``. :class:`ServerProcess` starts it on a free loopback port, waits for
-``/health``, reads its figures, and stops it (SIGINT, then SIGKILL if it hangs).
+``/proc``. The server's own child processes (each call's pocketsphinx worker) count as
+the server's: their CPU time in its CPU time, their number and memory beside its own.
+:class:`ServerProcess` starts it on a free loopback port, waits for ``/health``, reads
+its figures, and stops it (SIGINT, then SIGKILL if it hangs).
 """
 
 from __future__ import annotations
@@ -47,9 +49,11 @@ class ProcessFigures:
     rss_mb: float
     threads: int
     fds: int
-    cpu_s: float
+    cpu_s: float  # with its child processes'
     thread_names: dict[str, int]
     fd_kinds: dict[str, int]
+    children: int = 0  # live descendant processes
+    children_rss_mb: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready."""
@@ -57,16 +61,46 @@ class ProcessFigures:
             "rss_mb": round(self.rss_mb, 1),
             "threads": self.threads,
             "fds": self.fds,
+            "children": self.children,
+            "children_rss_mb": round(self.children_rss_mb, 1),
             "cpu_s": round(self.cpu_s, 2),
             "thread_names": dict(sorted(self.thread_names.items())),
             "fd_kinds": dict(sorted(self.fd_kinds.items())),
         }
 
 
+def descendants(pid: int) -> list[int]:
+    """The live child processes of ``pid``, and theirs."""
+    found: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError):
+                for child in (task / "children").read_text().split():
+                    found += [int(child), *descendants(int(child))]
+    return found
+
+
+def _stat(pid: int) -> list[str]:
+    # The fields after the command name, which may hold spaces and parentheses.
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds the process ``pid`` has used (all its threads)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
+    """CPU seconds (user + system) the process ``pid`` has used, all its threads, with
+    its child processes: those that ended (reaped) and those still running."""
+    fields = _stat(pid)
+    total = sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
+    for child in descendants(pid):
+        with contextlib.suppress(OSError):
+            total += sum(int(f) for f in _stat(child)[11:13])
+    return total / CLOCK_TICKS
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
 
 
 def _fd_kind(link: str) -> str:
@@ -83,12 +117,15 @@ def _fd_kind(link: str) -> str:
 
 def read_figures(pid: int) -> ProcessFigures:
     """Read ``pid``'s RSS, threads (by name), open fds (by kind) and CPU time."""
-    rss_kb, threads = 0, 0
+    threads = 0
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            rss_kb = int(line.split()[1])
-        elif line.startswith("Threads:"):
+        if line.startswith("Threads:"):
             threads = int(line.split()[1])
+    children_rss = 0.0
+    children = descendants(pid)
+    for child in children:
+        with contextlib.suppress(OSError):
+            children_rss += _rss_mb(child)
     names: collections.Counter[str] = collections.Counter()
     for task in Path(f"/proc/{pid}/task").iterdir():
         with contextlib.suppress(OSError):  # a thread that ended meanwhile
@@ -99,13 +136,24 @@ def read_figures(pid: int) -> ProcessFigures:
         with contextlib.suppress(OSError):
             kinds[_fd_kind(os.readlink(fd))] += 1
     return ProcessFigures(
-        rss_mb=rss_kb / 1024,
+        rss_mb=_rss_mb(pid),
         threads=threads,
         fds=sum(kinds.values()),
         cpu_s=cpu_seconds(pid),
         thread_names=dict(names),
         fd_kinds=dict(kinds),
+        children=len(children),
+        children_rss_mb=children_rss,
     )
+
+
+def machine_cpu_seconds() -> tuple[float, float]:
+    """CPU seconds the whole machine has spent (all cores; ``/proc/stat``): busy running
+    its processes, and stolen by the hypervisor (a virtual machine's CPU given to others)."""
+    fields = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    fields += [0] * (10 - len(fields))
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
+    return (user + nice + system + irq + softirq) / CLOCK_TICKS, steal / CLOCK_TICKS
 
 
 def own_cpu_seconds() -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -9,6 +10,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 #: Most sampler steps the few-step flow sampler takes per motion chunk.
 MAX_MOTION_STEPS = 8
+
+
+def default_avatars_dir() -> Path:
+    """``$XDG_DATA_HOME/visage/avatars`` (by default ``~/.local/share/visage/avatars``)."""
+    data = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(data) / "visage" / "avatars"
 
 
 class AvatarSettings(BaseModel):
@@ -27,7 +34,8 @@ class AvatarSettings(BaseModel):
     face: str = Field(
         "stylised",
         min_length=1,
-        description="Face drawer: 'stylised' (the procedural torch face), or the import path "
+        description="Face drawer: 'stylised' (the procedural torch face), the name of a "
+        "portrait avatar in avatar.dir (a photo, animated), or the import path "
         "'package.module:factory' of a callable (settings, width, height) -> FrameDrawer.",
     )
     torch_threads: int = Field(
@@ -71,6 +79,17 @@ class AvatarSettings(BaseModel):
             "before quality steps down (with degrade)."
         ),
     )
+
+    dir: Path = Field(
+        default_factory=default_avatars_dir,
+        description="Folder of portrait avatars made by `visage avatar create` (one "
+        "subfolder each); default $XDG_DATA_HOME/visage/avatars (~/.local/share/...).",
+    )
+
+    @field_validator("dir")
+    @classmethod
+    def _expand_user(cls, path: Path) -> Path:
+        return path.expanduser()
 
     @field_validator("motion_checkpoint")
     @classmethod

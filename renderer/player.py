@@ -6,7 +6,9 @@ much of the segment was heard, so the conversation keeps only that), ``pause`` a
 ``resume`` while the user may be talking, and ``async for frame in player`` for the
 output: one :class:`AvatarFrame` per video frame period, each released on time, carrying
 that period's slice of audio (or none) and the image drawn for it. A pipecat stage, a
-LiveKit worker or an offline renderer drive the same player.
+LiveKit worker or an offline renderer drive the same player; an offline renderer makes it
+with ``paced=False``, which takes the clock away: each frame is made as soon as the one
+before was taken, at full quality (there is no frame period to keep, so no ladder).
 
 Inside, a frame clock paces :class:`~renderer.core.AvatarCore` (the audio timeline and
 its motion). The heavy work stays off the event loop: the motion model's chunks are
@@ -73,11 +75,12 @@ class AvatarFrame:
 class AvatarPlayer:
     """Paces an :class:`AvatarCore` into frames; see the module docstring."""
 
-    def __init__(self, core: AvatarCore) -> None:
+    def __init__(self, core: AvatarCore, *, paced: bool = True) -> None:
         self.core = core
+        self.paced = paced  # False: no frame clock, frames as fast as they can be made
         settings = core.settings
         self.ladder: DegradationLadder | None = None
-        if settings.degrade:
+        if settings.degrade and paced:
             self.ladder = DegradationLadder(
                 core.levels, core.fps, budget_ratio=settings.frame_budget_ratio
             )
@@ -192,11 +195,12 @@ class AvatarPlayer:
     # -------------------------------------------------------------------- the output
 
     def start(self) -> None:
-        """Start the render thread and build every quality level's drawer there (queued
-        first, so it is done before the first frame). Idempotent."""
+        """Start the render thread and, with a ladder, build every quality level's drawer
+        there (queued first, so it is done before the first frame). Idempotent."""
         if self._render is None and not self._closed:
             self._render = ThreadPoolExecutor(1, thread_name_prefix="avatar-render")
-            self._render.submit(self.core.prepare_drawers)
+            if self.ladder is not None:  # without one, only the first level is drawn
+                self._render.submit(self.core.prepare_drawers)
 
     async def aclose(self) -> None:
         """Stop making frames and let the worker threads go; idempotent, never waits on
@@ -234,6 +238,8 @@ class AvatarPlayer:
             except Exception as exc:  # keep the face alive: one bad frame must not end the call
                 if self._closed:
                     raise StopAsyncIteration from exc
+                if not self.paced:
+                    raise  # offline, a skipped frame would lose its audio: fail instead
                 logger.exception(f"avatar frame {self._clock_index} failed: {exc}")
                 self._tick()
                 continue
@@ -251,6 +257,8 @@ class AvatarPlayer:
         self._clock_start, self._clock_index, self._due = loop.time(), 0, None
 
     async def _wait_until_due(self, loop: asyncio.AbstractEventLoop) -> None:
+        if not self.paced:
+            return  # no clock: the next frame is due once the last one was taken
         if self._due is None:
             self._restart_clock(loop)
             return

@@ -148,26 +148,35 @@ def test_media_figures_and_the_verdict() -> None:
         "questions": 2,
         "replies": 2,
         "end_to_end_p95_ms": 700.0,
-        "stages_p95_ms": {"stt": 300.0, "end_to_end": 1200.0},  # the client's e2e counts
+        "stages_p95_ms": {"stt": 300.0, "end_to_end": 650.0},
     }
     assert judge(call, BUDGETS) == []
+    # The budget runs until the reply is sent: the server's end-to-end figure is judged,
+    # the caller's (network, jitter buffer, the sound's onset on top) only with strict.
+    heard_late = {**call, "end_to_end_p95_ms": 1000.0}
+    assert judge(heard_late, BUDGETS) == []
+    assert judge(heard_late, BUDGETS, strict=True) == ["end-to-end at the caller p95 1000 ms > 900"]
+    sent_late = {**call, "stages_p95_ms": {"end_to_end": 950.0}}
+    assert judge(sent_late, BUDGETS) == ["end-to-end p95 950 ms > 900"]
+    # Without the server's figures (another server at --url), the caller's count.
+    assert judge({**heard_late, "stages_p95_ms": {}}, BUDGETS) == ["end-to-end p95 1000 ms > 900"]
 
     bad = media_figures(_media(12.5, 10, audio_gap_at=4.0), 0.0, 10.0)
     assert bad["fps"] == pytest.approx(12.5, abs=0.2)
     assert bad["audio_max_gap_ms"] == pytest.approx(320, abs=5)
     assert bad["audio_realtime"] == pytest.approx(0.97, abs=0.01)
-    failures = judge(
-        {
-            **call,
-            **bad,
-            "image_fps": 12.5,
-            "replies": 1,
-            "end_to_end_p95_ms": 1500.0,
-            "stages_p95_ms": {"stt": 900.0},
-        },
-        BUDGETS,
-    )
-    assert [f.split()[0] for f in failures] == ["fps", "new", "audio", "1", "end-to-end", "server"]
+    worse = {
+        **call,
+        **bad,
+        "image_fps": 12.5,  # the ladder's half image rate is not judged: that is its job
+        "replies": 1,
+        "end_to_end_p95_ms": 1500.0,
+        "stages_p95_ms": {"stt": 900.0},
+    }
+    assert [f.split()[0] for f in judge(worse, BUDGETS)] == ["fps", "audio", "1", "end-to-end"]
+    strict = judge(worse, BUDGETS, strict=True)
+    assert strict[4:] == ["server stt p95 900 ms > 500"]
+    assert judge({**call, "stages_p95_ms": {"stt": 900.0}}, BUDGETS) == []
     assert judge({"error": "could not connect: 503"}, BUDGETS) == ["could not connect: 503"]
 
 
@@ -197,18 +206,44 @@ async def test_the_capacity_search_doubles_then_bisects(
 SMALL = ["--set", "avatar.width=256", "--set", "avatar.height=256"]
 
 
+def test_bench_load_refuses_bad_arguments(capsys) -> None:
+    assert main(["bench", "load"]) == 2
+    assert "--sessions N" in capsys.readouterr().err
+    assert main(["bench", "load", "--sessions", "1", "--seconds", "0"]) == 2
+    assert main(["bench", "load", "--find-capacity", "--most", "0"]) == 2
+
+
 @pytest.mark.slow
-def test_bench_load_one_call_reports_its_figures(tmp_path: Path, capsys) -> None:
-    out = tmp_path / "load.json"
-    code = main(["bench", "load", "--sessions", "1", "--seconds", "4", "--json", str(out), *SMALL])
-    report = json.loads(out.read_text())
-    assert code == (0 if report["ok"] else 1)
-    assert report["sessions"] == 1 and len(report["per_session"]) == 1
+def test_find_capacity_with_one_call_measures_it_and_saves_the_result(
+    tmp_path: Path, capsys
+) -> None:
+    out, saved = tmp_path / "load.json", tmp_path / "capacity.json"
+    code = main(
+        [
+            "bench",
+            "load",
+            "--find-capacity",
+            "--most",
+            "1",
+            "--seconds",
+            "4",
+            "--json",
+            str(out),
+            "--capacity-file",
+            str(saved),
+            *SMALL,
+        ]
+    )
+    assert code == 0
+    result = json.loads(out.read_text())
+    assert [run["sessions"] for run in result["runs"]] == [1]
+    report = result["runs"][0]
+    assert result["capacity"] == (1 if report["ok"] else 0)
     call = report["per_session"][0]
     assert call["error"] is None and call["greeted"], call
     assert call["questions"] >= 1 and call["replies"] == call["questions"], call
     assert 0 < call["end_to_end_p50_ms"] < 5000
-    assert call["fps"] > 15 and call["frames"] > 100, "video frames were counted"
+    assert call["fps"] > 15 and call["frames"] > 10 * report["seconds_measured"], "frames counted"
     assert 40 < call["audio_packets_per_s"] < 60 and call["audio_packet_ms"] == 20.0
     assert 0 < call["audio_max_gap_ms"] < 2000
     # The server's own figures for the call came back from GET /api/calls/{pc_id}.
@@ -221,8 +256,15 @@ def test_bench_load_one_call_reports_its_figures(tmp_path: Path, capsys) -> None
     assert report["server_cpu_percent"] > 10
     assert 0 < report["clients_cpu_percent"] < report["server_cpu_percent"]
     assert report["server"]["rss_mb"] > 100 and report["server"]["threads"] > 1
+    assert report["other_cpu_percent"] >= 0 and report["stolen_cpu_percent"] >= 0
+    assert report["server"]["children"] >= 1, "the call's pocketsphinx worker"
     printed = capsys.readouterr().out
-    assert "server stage p95" in printed and "img_fps" in printed
+    assert "server stage p95" in printed and "img_fps" in printed and "capacity: " in printed
+    # Saved for this machine and this avatar (256x256): a server with them uses it.
+    small = load_settings(overrides={"avatar": {"width": "256", "height": "256"}}, environ={})
+    limit, why = resolve_max_sessions(small, saved)
+    assert limit == max(1, result["capacity"]) and str(saved) in why and "measured" in why
+    assert result["saved"]["key"]["width"] == 256
 
 
 @pytest.mark.slow
@@ -237,8 +279,9 @@ def test_bench_cycles_reads_the_server_after_each_checkpoint(tmp_path: Path, cap
     for reading in report["readings"]:
         assert reading["rss_mb"] > 50 and reading["threads"] > 1 and reading["fds"] > 3
         assert sum(reading["thread_names"].values()) == reading["threads"]
+        assert reading["children"] >= 0 and reading["children_rss_mb"] >= 0
     assert report["readings"][1]["rss_mb"] > report["readings"][0]["rss_mb"], "a call loads"
     for cycle in report["per_cycle"]:
         assert cycle["first_media_s"] < 10 and cycle["teardown_s"] is not None
-    assert {"rss_growth_mb", "threads_left", "fds_left"} <= set(summary)
+    assert {"rss_growth_mb", "threads_left", "fds_left", "children_left"} <= set(summary)
     assert "rss_mb" in capsys.readouterr().out
