@@ -1,8 +1,9 @@
 """Picks the face drawer named by the settings (``avatar.face``).
 
-A name is either a built-in drawer (``"stylised"``) or an import path
-``"package.module:attribute"`` of a callable ``(settings, width, height) -> FrameDrawer``,
-so a drawer of your own plugs in through configuration alone.
+A name is a built-in drawer (``"stylised"``), an import path ``"package.module:attribute"``
+of a callable ``(settings, width, height) -> FrameDrawer`` (a drawer of your own plugs in
+through configuration alone), or any other plain name: the portrait avatar of that name in
+``avatar.dir`` (made by ``visage avatar create``).
 """
 
 from __future__ import annotations
@@ -26,12 +27,44 @@ def _stylised(settings: AvatarSettings, width: int, height: int) -> FrameDrawer:
 BUILTIN: dict[str, DrawerBuilder] = {"stylised": _stylised}
 
 
+def _portrait(name: str) -> DrawerBuilder:
+    """Builds the portrait avatar ``name`` of ``avatar.dir`` (``visage avatar create``)."""
+
+    def build(settings: AvatarSettings, width: int, height: int) -> FrameDrawer:
+        from renderer.portrait.avatar import (
+            AvatarError,
+            AvatarNotFoundError,
+            check_name,
+            list_avatars,
+        )
+        from renderer.portrait.drawer import load_portrait_drawer
+
+        try:
+            check_name(name)
+            return load_portrait_drawer(settings.dir, name, width, height, settings.device)
+        except AvatarNotFoundError:
+            pass
+        except AvatarError as exc:
+            if "bad avatar name" not in str(exc):
+                raise
+        known = ", ".join(a.name for a in list_avatars(settings.dir)) or "none yet"
+        raise ValueError(
+            f"unknown face drawer {name!r}; use one of {', '.join(sorted(BUILTIN))} or an "
+            f"import path 'package.module:factory', or the name of a portrait avatar in "
+            f"{settings.dir} (known: {known}; make one with `visage avatar create`)"
+        )
+
+    return build
+
+
 def drawer_builder(name: str) -> DrawerBuilder:
     """The builder behind a drawer name; ``ValueError`` saying what is known otherwise."""
     if name in BUILTIN:
         return BUILTIN[name]
     module_name, sep, attribute = name.partition(":")
-    if not sep or not module_name or not attribute:
+    if not sep:
+        return _portrait(name)
+    if not module_name or not attribute:
         raise ValueError(
             f"unknown face drawer {name!r}; use one of {', '.join(sorted(BUILTIN))} or an "
             "import path 'package.module:factory'"
