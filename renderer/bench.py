@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -36,8 +37,10 @@ def bench_frames(
     threads: int = 1,
     device: str = "cpu",
     face: str = "stylised",
+    avatars_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """Time ``frames`` renders of the ``face`` drawer; returns size, device, threads,
+    """Time ``frames`` renders of the ``face`` drawer (a portrait name is looked up in
+    ``avatars_dir``, default ``avatar.dir``'s); returns size, device, threads,
     mean/p50/p95/max ms and fps."""
     if frames <= 0:
         raise ValueError(f"frames must be positive, got {frames}")
@@ -45,6 +48,8 @@ def bench_frames(
     torch.set_num_threads(threads)
     try:
         settings = AvatarSettings(width=width, height=height, device=device, face=face)  # type: ignore[arg-type]
+        if avatars_dir is not None:
+            settings.dir = avatars_dir
         renderer = build_drawer(settings)
         motion = sweep_motion(frames + WARMUP_FRAMES)
         for m in motion[:WARMUP_FRAMES]:

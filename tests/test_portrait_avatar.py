@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import skimage.data as skdata
 from PIL import Image, ImageFile
 
 from agent.cli import main
@@ -46,8 +47,6 @@ from renderer.portrait.models import (
     model_path,
     models_dir,
 )
-
-skdata = pytest.importorskip("skimage.data")
 
 
 @pytest.fixture(scope="module")

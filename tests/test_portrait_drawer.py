@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import skimage.data as skdata
 from matplotlib.path import Path as PolyPath
 from PIL import Image
 
@@ -21,7 +22,6 @@ from renderer.portrait.drawer import PortraitDrawer
 from renderer.portrait.landmarks import FACE_OVAL, LEFT_EYE, RIGHT_EYE
 from renderer.portrait.mesh import LOWER_INNER, UPPER_INNER, signed_areas
 
-skdata = pytest.importorskip("skimage.data")
 SIZE = 512
 
 
