@@ -7,6 +7,9 @@ happens to start first.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import gc
 import sys
 from collections.abc import Callable
 
@@ -75,3 +78,34 @@ def offer_loopback_candidates() -> None:
     with_loopback.offers_loopback = True  # type: ignore[attr-defined]
     # Replacing a library function on purpose; see the docstring.
     aioice.ice.get_host_addresses = with_loopback
+
+
+def release_call_memory(calls_running: int, *, freeze_when_idle: bool = False) -> None:
+    """Give back what a finished call held: run the cycle collector, and return freed heap
+    to the system.
+
+    A call's peer connection, transports and FFmpeg resamplers sit in reference cycles
+    (aiortc's event handlers hold their owners), each with FFmpeg worker threads. Python's
+    collector frees them only when a full collection happens to run, which under a steady
+    load is rarely: 100 calls left RSS 900 MB higher and 40 idle threads. In a server
+    (``freeze_when_idle``), what survives with no call running lives as long as the process
+    (models, caches), so it is frozen out of later collections, which then cost
+    milliseconds rather than 300 ms. (Not in tests: there servers come and go.)
+    """
+    gc.collect()
+    if freeze_when_idle and calls_running == 0:
+        gc.freeze()
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
+def _load_libc() -> ctypes.CDLL | None:
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
+    return libc if libc is not None and hasattr(libc, "malloc_trim") else None
+
+
+_LIBC = _load_libc()  # glibc's malloc_trim; None elsewhere (musl, macOS)

@@ -71,10 +71,13 @@ def caller_address(request: Request) -> str:
     return request.client.host if request.client is not None else "unknown"
 
 
-def create_app(settings: Settings, sessions: SessionManager | None = None) -> FastAPI:
-    """Build the app; ``sessions`` lets tests inject a manager with a lighter pipeline."""
+def create_app(
+    settings: Settings, sessions: SessionManager | None = None, *, long_running: bool = False
+) -> FastAPI:
+    """Build the app; ``sessions`` lets tests inject a manager with a lighter pipeline.
+    ``long_running`` is for ``visage serve``: the process lives for this one server."""
     configure_process(settings)
-    manager = sessions or SessionManager(settings)
+    manager = sessions or SessionManager(settings, freeze_when_idle=long_running)
     start_ids = StartSessionIds()
 
     @asynccontextmanager

@@ -20,6 +20,7 @@ from pipecat.workers.runner import WorkerRunner
 
 from agent.capacity import resolve_max_sessions
 from agent.config import Settings
+from agent.process import release_call_memory
 from pipelines.conversation import Conversation, avatar_transport_params, build_conversation
 from pipelines.health import DependencyHealth
 from pipelines.transports.smallwebrtc import AvatarVideoTrack, AvatarWebRTCTransport
@@ -121,8 +122,13 @@ class SessionManager:
         settings: Settings,
         factory: ConversationFactory | None = None,
         stop_timeout_s: float = 5.0,
+        *,
+        freeze_when_idle: bool = False,
     ) -> None:
+        """``freeze_when_idle``: a long-running server freezes what outlives its calls out
+        of the garbage collector's scans (see ``release_call_memory``)."""
         self._settings = settings
+        self._freeze_when_idle = freeze_when_idle
         #: The state of the LLM, TTS and STT, which every call's stages report to.
         self.health = DependencyHealth()
         self._factory = factory or functools.partial(default_factory, health=self.health)
@@ -211,6 +217,10 @@ class SessionManager:
     def _start(self, session: Session) -> None:
         self._sessions[session.pc_id] = session
         session.task = asyncio.create_task(self._run(session), name=f"session-{session.pc_id}")
+        # Once the task is done its frames no longer hold the call, so it can be freed.
+        session.task.add_done_callback(
+            lambda _task: release_call_memory(self.count, freeze_when_idle=self._freeze_when_idle)
+        )
 
         @session.connection.event_handler("closed")
         async def _on_closed(_connection: SmallWebRTCConnection) -> None:
