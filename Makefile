@@ -34,10 +34,11 @@ $(VENV)/.chromium: | $(BIN)/python
 	  else sudo apt-get update -qq && sudo apt-get install -y -qq chromium; fi; }
 	@touch $@
 
-# MediaPipe's face models for portrait avatars: taken out of the mediapipe wheel into
-# ~/.cache/visage/models and checked against pinned sha256 (a no-op once they are there).
+# Model files that ship only inside wheels we cannot install (MediaPipe's face models in
+# mediapipe, Moonshine tiny-en in moonshine-voice 0.0.4): taken out into ~/.cache/visage/models
+# and checked against pinned sha256 (a no-op once they are there).
 install: $(VENV)/.installed
-	$(BIN)/visage models fetch-face
+	$(BIN)/visage models fetch
 
 install-dev: install $(VENV)/.installed-dev $(VENV)/.chromium
 

@@ -1,4 +1,5 @@
-"""``visage avatar create/list/remove/show`` and ``visage models fetch-face``."""
+"""``visage avatar create/list/remove/show`` (``visage models fetch-face``, which puts the face
+models in place, is in ``agent/inventory.py``)."""
 
 from __future__ import annotations
 
@@ -105,21 +106,10 @@ def cmd_avatar_show(args: argparse.Namespace, settings: SettingsLoader) -> int:
     return 0
 
 
-def cmd_models_fetch_face(args: argparse.Namespace) -> int:
-    """Take the face model files out of the mediapipe wheel and check their sha256."""
-    from renderer.portrait.models import ModelFileError, fetch_face_models
-
-    try:
-        fetch_face_models(args.dir, wheel=args.wheel, force=args.force)
-    except ModelFileError as exc:
-        return _fail(str(exc))
-    return 0
-
-
 def add_avatar_parsers(
     sub: Any, add_config_flags: Callable[[argparse.ArgumentParser], None], settings: SettingsLoader
 ) -> None:
-    """Register ``visage avatar ...`` and ``visage models ...`` on the top-level parser."""
+    """Register ``visage avatar ...`` on the top-level parser."""
     avatar = sub.add_parser("avatar", help="portrait avatars: create, list, remove, show")
     avatar_sub = avatar.add_subparsers(dest="avatar_command", required=True)
 
@@ -156,18 +146,3 @@ def add_avatar_parsers(
     show.add_argument("--scale", type=int, default=2, help="enlarge the photo (1-4, default 2)")
     add_config_flags(show)
     show.set_defaults(func=partial(cmd_avatar_show, settings=settings))
-
-    models = sub.add_parser("models", help="model files that do not ship in a package")
-    models_sub = models.add_subparsers(dest="models_command", required=True)
-    fetch = models_sub.add_parser(
-        "fetch-face",
-        help="take MediaPipe's face models out of the mediapipe wheel (make install runs it)",
-        description="Downloads mediapipe==0.10.21 with pip (--no-deps, never installed), "
-        "unzips face_detection_short_range.tflite and face_landmark.tflite, checks their "
-        "pinned sha256 and stores them in $XDG_CACHE_HOME/visage/models "
-        "(~/.cache/visage/models). Does nothing when they are already there and intact.",
-    )
-    fetch.add_argument("--dir", type=Path, help="store them here instead")
-    fetch.add_argument("--wheel", type=Path, help="a mediapipe-0.10.21 wheel already on disk")
-    fetch.add_argument("--force", action="store_true", help="fetch again even if intact")
-    fetch.set_defaults(func=cmd_models_fetch_face)

@@ -11,6 +11,9 @@ from typing import Any
 
 from agent.avatars import add_avatar_parsers
 from agent.config import ConfigError, Settings, describe_settings, load_settings
+from agent.inventory import add_models_parsers
+from agent.stt_cli import add_bench_stt_parser, add_transcribe_parser
+from agent.tts_commands import add_tts_parsers
 
 
 def _parse_set(pairs: list[str]) -> dict[str, Any]:
@@ -51,16 +54,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from agent.server.app import create_app
     from pipelines.conversation import check_engines
     from pipelines.stages.stt import STTEngineError
+    from pipelines.stages.tts import TTSEngineError
+    from renderer.frames.factory import build_drawer
 
     settings = _settings(args, host=args.host, port=args.port)
+    if args.avatar:
+        settings.avatar.face = args.avatar
     logger.remove()
     logger.add(sys.stderr, level=settings.server.log_level)
     try:
-        check_engines(settings.stt, settings.llm)
-    except (STTEngineError, ValueError) as exc:
+        check_engines(settings.stt, settings.llm, settings.tts)
+        build_drawer(settings.avatar)  # a missing portrait fails now, not on the first call
+    except (STTEngineError, TTSEngineError, ValueError) as exc:
         print(f"visage serve: {exc}", file=sys.stderr)
         return 2
-    app = create_app(settings)
+    app = create_app(settings, long_running=True)
     host = "localhost" if settings.server.host in ("127.0.0.1", "0.0.0.0") else settings.server.host
     print(f"Visage is serving the call page at http://{host}:{settings.server.port}/", flush=True)
     uvicorn.run(
@@ -95,9 +103,11 @@ def cmd_bench_render(args: argparse.Namespace) -> int:
     """Time the face drawer (``--face``, default ``avatar.face`` of the settings)."""
     from renderer.bench import bench_frames
 
-    face = args.face or _settings(args).avatar.face
+    avatar = _settings(args).avatar
+    face = args.face or avatar.face
     try:
         result = bench_frames(
+            avatars_dir=avatar.dir,
             width=args.width,
             height=args.height,
             frames=args.frames,
@@ -129,6 +139,10 @@ def _server_flags(args: argparse.Namespace) -> list[str]:
     return config_flags(args.config, args.set or [])
 
 
+#: Other processes' CPU use (% of a core) during a load run above which it is flagged.
+BUSY_MACHINE_PERCENT = 25.0
+
+
 def cmd_bench_load(args: argparse.Namespace) -> int:
     """N concurrent callers: per call fps, audio, end-to-end, server stage p95s; or the
     most calls this machine holds (``--find-capacity``)."""
@@ -157,6 +171,12 @@ def cmd_bench_load(args: argparse.Namespace) -> int:
     for run in result["runs"]:
         print(format_run(run), end="\n\n")
     print(format_capacity(result))
+    others = max(run["other_cpu_percent"] for run in result["runs"])
+    if others > BUSY_MACHINE_PERCENT:
+        print(
+            f"other processes took up to {others:.0f}% of a core during a run: this capacity "
+            "is lower than the machine's own; measure again when it is quiet"
+        )
     if args.url or args.no_save:
         why = "--url measures another server" if args.url else "--no-save"
         print(f"not saved ({why}); the server's default max_sessions is unchanged")
@@ -168,6 +188,9 @@ def cmd_bench_load(args: argparse.Namespace) -> int:
             "tried": [r["sessions"] for r in result["runs"]],
             "first_failing": result["first_failing"],
             "server_cpu_percent": at_capacity[0]["server_cpu_percent"] if at_capacity else None,
+            "other_cpu_percent_max": others,
+            "end_to_end_budget_ms": settings.budgets.end_to_end,
+            "strict": args.strict,
         }
         record = new_record(settings, result["capacity"], "visage " + " ".join(args.argv), summary)
         save_record(record, path)
@@ -194,13 +217,15 @@ def cmd_bench_cycles(args: argparse.Namespace) -> int:
 
 
 DEFAULT_MOTION_DATA = Path("artifacts/motion-data")
+# The held-out test sentences spoken by the Piper voice (visage motion eval --voice piper).
+DEFAULT_PIPER_MOTION_DATA = Path("artifacts/motion-data-piper")
 
 
-def _motion_dataset(data: Path, workers: int = 1) -> Any:
+def _motion_dataset(data: Path, workers: int = 1, **build: Any) -> Any:
     """Build the motion dataset at ``data``, or reuse it when its manifest matches."""
     from renderer.motion.data import build_dataset
 
-    info = build_dataset(data, workers=workers)
+    info = build_dataset(data, workers=workers, **build)
     state = "reusing" if info.reused else f"built in {info.build_seconds:.0f} s:"
     print(f"{state} motion dataset {data} ({info.counts}, {info.hours} h)", flush=True)
     return info
@@ -298,7 +323,12 @@ def cmd_motion_eval(args: argparse.Namespace) -> int:
         model = load_model(args.checkpoint)
     except CheckpointError as exc:
         return _fail(str(exc))
-    _motion_dataset(args.data, args.workers)
+    if args.voice == "piper":  # the same held-out sentences, every one spoken by Piper
+        args.data = args.data or DEFAULT_PIPER_MOTION_DATA
+        _motion_dataset(args.data, args.workers, piper_share=1.0, splits=(args.split,))
+    else:
+        args.data = args.data or DEFAULT_MOTION_DATA
+        _motion_dataset(args.data, args.workers)
     utts = load_split(args.data, args.split)
     if args.limit:
         utts = utts[: args.limit]
@@ -400,7 +430,20 @@ def _add_motion_parser(sub: Any) -> None:
     train.set_defaults(func=cmd_motion_train)
 
     ev = motion_sub.add_parser("eval", help="learned vs procedural metrics on the test split")
-    ev.add_argument("--data", type=Path, default=DEFAULT_MOTION_DATA, help="dataset folder")
+    ev.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help=f"dataset folder (default {DEFAULT_MOTION_DATA}, or {DEFAULT_PIPER_MOTION_DATA} "
+        "with --voice piper)",
+    )
+    ev.add_argument(
+        "--voice",
+        choices=["espeak", "piper"],
+        default="espeak",
+        help="who speaks the held-out sentences: the dataset's espeak-ng voices, or the "
+        "embedded Piper voice (its own test set, built on first use)",
+    )
     ev.add_argument("--checkpoint", type=Path, default=None, help="default: shipped weights")
     ev.add_argument("--json", type=Path, help="also write the metrics here")
     ev.add_argument("--steps", type=int, default=4, choices=range(1, 9), metavar="1-8")
@@ -454,7 +497,7 @@ def cmd_render(args: argparse.Namespace) -> int:
             speech = clip.speech_from_wav(args.audio)
         else:
             speech = clip.speech_from_text(
-                args.text, voice=tts.voice, rate=tts.rate, pitch=tts.pitch
+                args.text, voice=tts.voice or "en-us", rate=tts.rate, pitch=tts.pitch
             )
         avatar_settings = type(settings.avatar).model_validate(avatar)
         torch.set_num_threads(avatar_settings.torch_threads)  # as the server sets it
@@ -520,6 +563,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="serve the call page and WebRTC signalling")
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="TCP port (default 8080)")
+    serve.add_argument(
+        "--avatar", help="portrait avatar to use (sets avatar.face; see `visage avatar list`)"
+    )
     _add_config_flags(serve)
     serve.set_defaults(func=cmd_serve)
 
@@ -624,10 +670,14 @@ def build_parser() -> argparse.ArgumentParser:
     cycles.add_argument("--json", type=Path, help="also write every figure here")
     _add_config_flags(cycles)
     cycles.set_defaults(func=cmd_bench_cycles)
+    add_bench_stt_parser(bench_sub, _add_config_flags, _settings)
+    add_tts_parsers(sub, bench_sub, _add_config_flags, _settings)
 
     _add_motion_parser(sub)
     _add_render_parser(sub)
     add_avatar_parsers(sub, _add_config_flags, _settings)
+    add_models_parsers(sub, _add_config_flags, _settings)
+    add_transcribe_parser(sub, _add_config_flags, _settings)
 
     prof = sub.add_parser(
         "profile", help="play the user over WebRTC and time every stage of every turn"

@@ -13,9 +13,17 @@ class STTSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")  # a misspelt key is an error, not ignored
 
-    engine: Literal["auto", "whisper", "pocketsphinx"] = Field(
+    engine: Literal["auto", "moonshine", "whisper", "pocketsphinx"] = Field(
         "auto",
-        description="auto: faster-whisper when whisper_model is set and loads, else pocketsphinx.",
+        description="auto: faster-whisper when whisper_model is set and loads, else the "
+        "embedded Moonshine tiny-en, else pocketsphinx (each fallback logged with its reason). "
+        "Naming an engine makes its failure to load an error at `visage serve` start.",
+    )
+    moonshine_dir: Path | None = Field(
+        None,
+        description="Folder with Moonshine tiny-en's files (checked against pinned sha256). "
+        "Unset: $XDG_CACHE_HOME/visage/models/moonshine-tiny-en, filled by `visage models "
+        "fetch-speech` (make install runs it).",
     )
     whisper_model: str | None = Field(
         None,
@@ -79,13 +87,58 @@ class LLMSettings(BaseModel):
 
 
 class TTSSettings(BaseModel):
-    """Text to speech through libespeak-ng."""
+    """Text to speech: Piper or espeak-ng embedded, or a hosted/self-hosted service."""
 
     model_config = ConfigDict(extra="forbid")  # a misspelt key is an error, not ignored
 
-    voice: str = Field("en-us", description="espeak-ng voice name, e.g. en-us, en-gb, en+f3.")
-    rate: int = Field(170, ge=80, le=450, description="Speaking rate in words per minute.")
-    pitch: int = Field(50, ge=0, le=99, description="Base pitch, 0 to 99.")
+    engine: Literal["auto", "piper", "espeak", "openai", "cartesia", "elevenlabs"] = Field(
+        "auto",
+        description="auto: the embedded Piper voice if it loads, else espeak-ng (logged with "
+        "the reason). piper/espeak: that one or an error. openai: any OpenAI-compatible "
+        "speech endpoint (base_url); cartesia, elevenlabs: their streaming services.",
+    )
+    voice: str | None = Field(
+        None,
+        description="espeak: voice name (en-us when unset; en-gb, en+f3, ...). openai: voice "
+        "name (alloy when unset; a self-hosted server's own names work too). cartesia, "
+        "elevenlabs: voice id (required). piper: unused (see piper_model).",
+    )
+    rate: int = Field(170, ge=80, le=450, description="espeak: speaking rate in words per minute.")
+    pitch: int = Field(50, ge=0, le=99, description="espeak: base pitch, 0 to 99.")
+    speed: float = Field(
+        1.0,
+        ge=0.25,
+        le=4.0,
+        description="piper, openai, cartesia, elevenlabs: speaking speed (1.0: the voice's "
+        "own; each service clamps to its range).",
+    )
+    piper_model: Path | None = Field(
+        None,
+        description="piper: a voice .onnx (with its .onnx.json beside it); unset: the "
+        "packaged en_US joe voice, checked against its pinned sha256.",
+    )
+    piper_threads: int = Field(
+        0, ge=0, le=64, description="piper: onnxruntime threads per synthesis (0: the cores)."
+    )
+    base_url: str | None = Field(
+        None,
+        description="openai: the endpoint's base URL (unset: api.openai.com; e.g. "
+        "http://localhost:8880/v1 for a self-hosted server). cartesia, elevenlabs: their "
+        "websocket URL, when not the default.",
+    )
+    api_key: SecretStr = Field(SecretStr("none"), description="API key of the service.")
+    model: str | None = Field(
+        None,
+        description="The service's model (unset: gpt-4o-mini-tts for openai, pipecat's "
+        "default for cartesia and elevenlabs).",
+    )
+    timeout_s: float = Field(
+        5.0,
+        gt=0.0,
+        le=120.0,
+        description="Longest wait for the next audio: an embedded engine's next chunk, or "
+        "openai's HTTP timeout (no retries: the reply goes on with the next sentence).",
+    )
 
 
 class VADSettings(BaseModel):

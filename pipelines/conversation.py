@@ -34,7 +34,7 @@ from pipelines.latency import TurnLatencyObserver
 from pipelines.stages.avatar import AvatarStage
 from pipelines.stages.llm import create_llm_service
 from pipelines.stages.stt import create_stt_service
-from pipelines.stages.tts import EspeakTTSService
+from pipelines.stages.tts import create_tts_service
 from pipelines.stats import SessionStatsObserver
 from pipelines.turns import SustainedSpeechUserTurnStartStrategy
 from renderer.config import AvatarSettings
@@ -115,13 +115,17 @@ def _vad_and_turns(vad: VADSettings) -> LLMUserAggregatorParams:
     return LLMUserAggregatorParams(vad_analyzer=analyzer, user_turn_strategies=strategies)
 
 
-def check_engines(stt: STTSettings, llm: LLMSettings) -> dict[str, str]:
-    """Build the STT and LLM stages once, as a call would, and say which engines run:
-    a server checks its configuration at start rather than failing its first caller.
-    Raises ``STTEngineError`` or ``ValueError`` with the fix."""
+def check_engines(
+    stt: STTSettings, llm: LLMSettings, tts: TTSSettings | None = None
+) -> dict[str, str]:
+    """Build the STT, LLM and TTS stages once, as a call would, and say which engines
+    run: a server checks its configuration at start rather than failing its first
+    caller (and Piper's voice is loaded by then). Raises ``STTEngineError``,
+    ``TTSEngineError`` or ``ValueError`` with the fix."""
     _stt_service, stt_why = create_stt_service(stt)
     _llm_service, llm_why = create_llm_service(llm)
-    return {"stt": stt_why, "llm": llm_why}
+    _tts_service, tts_why = create_tts_service(tts or TTSSettings())
+    return {"stt": stt_why, "llm": llm_why, "tts": tts_why}
 
 
 def build_conversation(
@@ -144,7 +148,7 @@ def build_conversation(
         transport = transport(avatar_transport_params(avatar))
     stt_service, stt_why = create_stt_service(stt, health=health)
     llm_service, llm_why = create_llm_service(llm, health)
-    tts_service = EspeakTTSService(tts, health=health)
+    tts_service, tts_why = create_tts_service(tts, health=health)
     avatar_stage = AvatarStage(AvatarPlayer(AvatarCore(avatar, sample_rate=AUDIO_OUT_SAMPLE_RATE)))
 
     # The system prompt lives on the LLM service (pipecat 1.14 deprecates it in the context).
@@ -196,6 +200,6 @@ def build_conversation(
     async def _hang_up(_transport, _client) -> None:
         await worker.cancel(reason="peer disconnected")
 
-    engines = {"stt": stt_why, "llm": llm_why, "tts": f"espeak-ng voice {tts.voice}"}
+    engines = {"stt": stt_why, "llm": llm_why, "tts": tts_why}
     logger.info(f"conversation {name}: " + "; ".join(engines.values()))
     return Conversation(worker, transport, avatar_stage, stats, latency, engines, context)

@@ -8,16 +8,14 @@ import difflib
 import re
 import threading
 import wave
-import weakref
-from collections import deque
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from speech.phonemes import PhonemeMark
+from speech.stream import SpeechChunk, SpeechStream, Synthesis
 
 try:
     import espeakng_loader
@@ -98,34 +96,6 @@ _Sink = Callable[[bytes, list[_Mark]], bool]
 
 class UnknownVoiceError(ValueError):
     """The requested espeak-ng voice does not exist."""
-
-
-@dataclass(slots=True)
-class SpeechChunk:
-    """About 50 ms of int16 mono PCM with the phonemes and words that start in it."""
-
-    audio: bytes
-    phonemes: list[PhonemeMark] = field(default_factory=list)
-    words: list[tuple[str, float]] = field(default_factory=list)
-
-    @property
-    def duration_s(self) -> float:
-        """Length of the audio in seconds."""
-        return len(self.audio) / 2 / SAMPLE_RATE
-
-    @classmethod
-    def join(cls, chunks: list[SpeechChunk]) -> SpeechChunk:
-        """One chunk of consecutive chunks' audio, their marks timed from its start."""
-        if len(chunks) == 1:
-            return chunks[0]
-        phonemes: list[PhonemeMark] = []
-        words: list[tuple[str, float]] = []
-        start = 0.0
-        for chunk in chunks:
-            phonemes += [PhonemeMark(m.ipa, m.offset_s + start) for m in chunk.phonemes]
-            words += [(word, offset + start) for word, offset in chunk.words]
-            start += chunk.duration_s
-        return cls(b"".join(c.audio for c in chunks), phonemes, words)
 
 
 class _Library:
@@ -323,7 +293,7 @@ class _Chunker:
             (m for m in self._marks if last or m[0] < end), key=lambda m: m[0]
         )  # stable: keeps espeak's order for equal samples
         self._marks = [m for m in self._marks if not (last or m[0] < end)]
-        chunk = SpeechChunk(bytes(self._buffer[:size]))
+        chunk = SpeechChunk(bytes(self._buffer[:size]), sample_rate=self._rate)
         for sample, text, is_word in mine:
             offset = min(max(sample - self._start, 0), samples) / self._rate
             if is_word:
@@ -335,8 +305,8 @@ class _Chunker:
         return chunk
 
 
-class _Synthesis:
-    """The synthesis thread and the chunks it hands over; knows nothing of its reader."""
+class _Synthesis(Synthesis):
+    """libespeak-ng synthesising one utterance on its thread."""
 
     def __init__(
         self,
@@ -349,55 +319,15 @@ class _Synthesis:
         max_buffered: int | None,
         on_ready: Callable[[], object] | None,
     ) -> None:
+        super().__init__(
+            thread_name="espeak-synth",
+            should_abort=should_abort,
+            max_buffered=max_buffered,
+            on_ready=on_ready,
+        )
         self.args = (text, voice, rate, pitch, chunk_samples)
-        self.should_abort = should_abort
-        self.max_buffered = max_buffered
-        self.on_ready = on_ready
-        self.cond = threading.Condition()
-        self.chunks: deque[SpeechChunk] = deque()
-        self.aborted = False
-        self.done = False
-        self.error: BaseException | None = None
-        self.samples = 0
-        self.thread = threading.Thread(target=self.run, name="espeak-synth", daemon=True)
 
-    def stop_requested(self) -> bool:
-        return self.aborted or (self.should_abort is not None and self.should_abort())
-
-    def abort(self) -> None:
-        with self.cond:
-            self.aborted = True
-            self.chunks.clear()
-            self.cond.notify_all()
-        self.notify()
-
-    def notify(self) -> None:
-        if self.on_ready is not None:
-            try:
-                self.on_ready()
-            except Exception:  # e.g. the reader's event loop is already closed
-                self.on_ready = None
-
-    def put(self, chunk: SpeechChunk) -> bool:
-        with self.cond:
-            while (
-                self.max_buffered is not None
-                and len(self.chunks) >= self.max_buffered
-                and not self.stop_requested()
-            ):
-                # Timed so that a should_abort() flip is seen even with nobody reading.
-                self.cond.wait(0.01)
-            if self.stop_requested():
-                self.aborted = True
-                self.chunks.clear()
-                return False
-            self.chunks.append(chunk)
-            self.samples += len(chunk.audio) // 2
-            self.cond.notify_all()
-        self.notify()
-        return True
-
-    def run(self) -> None:
+    def produce(self) -> None:
         text, voice, rate, pitch, chunk_samples = self.args
         lib = _lib()
         chunker = _Chunker(text, chunk_samples, lib.sample_rate)
@@ -412,118 +342,20 @@ class _Synthesis:
                 self.error = e
                 return False
 
+        while not _SYNTH_LOCK.acquire(timeout=0.05):
+            if self.stop_requested():
+                return
         try:
-            while not _SYNTH_LOCK.acquire(timeout=0.05):
-                if self.stop_requested():
-                    return
-            try:
-                if self.stop_requested():
-                    return
-                if not lib.set_voice(voice):
-                    raise _unknown_voice(voice, lib.languages)
-                lib.synth(text, rate, pitch, sink)
-            finally:
-                _SYNTH_LOCK.release()
-            last = chunker.flush()
-            if last is not None and self.error is None and not self.aborted:
-                self.put(last)
-        except BaseException as e:
-            self.error = e
+            if self.stop_requested():
+                return
+            if not lib.set_voice(voice):
+                raise _unknown_voice(voice, lib.languages)
+            lib.synth(text, rate, pitch, sink)
         finally:
-            with self.cond:
-                self.done = True
-                self.cond.notify_all()
-            self.notify()
-
-
-class SpeechStream(Iterator[SpeechChunk]):
-    """One utterance being synthesised on a background thread, read chunk by chunk.
-
-    Synthesis runs ahead of the reader (by at most ``max_buffered`` chunks when set) and
-    holds the process-wide espeak lock only while it works. ``abort()``, from any thread,
-    stops it at espeak's next buffer (the callback returns 1) and ends the iteration.
-    """
-
-    def __init__(self, synthesis: _Synthesis) -> None:
-        self._s = synthesis
-        # A reader that walks away must not leave the thread blocked on a full buffer.
-        weakref.finalize(self, synthesis.abort)
-        synthesis.thread.start()
-
-    @property
-    def aborted(self) -> bool:
-        """Whether the stream was aborted (by ``abort()`` or ``should_abort``)."""
-        return self._s.aborted
-
-    @property
-    def done(self) -> bool:
-        """Whether synthesis has ended (finished, aborted or failed)."""
-        return self._s.done
-
-    @property
-    def exhausted(self) -> bool:
-        """Whether no further chunk will come out of this stream."""
-        s = self._s
-        with s.cond:
-            return s.aborted or (s.done and not s.chunks and s.error is None)
-
-    @property
-    def samples_synthesized(self) -> int:
-        """Samples synthesised so far, read or not."""
-        return self._s.samples
-
-    def abort(self) -> None:
-        """Stop synthesis at espeak's next buffer and drop chunks not yet read."""
-        self._s.abort()
-
-    def join(self, timeout: float | None = None) -> bool:
-        """Wait for the synthesis thread to end; True if it has."""
-        thread = self._s.thread
-        if thread is not threading.current_thread():
-            thread.join(timeout)
-        return not thread.is_alive()
-
-    def close(self, timeout: float | None = None) -> bool:
-        """Abort and wait for the synthesis thread to end; True if it has."""
-        self.abort()
-        return self.join(timeout)
-
-    def poll(self) -> SpeechChunk | None:
-        """The next chunk if one is ready, else None (see ``exhausted``); never blocks."""
-        return self.get(timeout=0)
-
-    def get(self, timeout: float | None = None) -> SpeechChunk | None:
-        """The next chunk, or None at the end of the stream or after ``timeout`` seconds."""
-        s = self._s
-        if s.should_abort is not None and s.should_abort():
-            s.abort()
-        with s.cond:
-            if timeout != 0:
-                s.cond.wait_for(lambda: s.chunks or s.done or s.aborted, timeout)
-            if s.aborted:
-                return None
-            if s.chunks:
-                return s.chunks.popleft()
-            if s.error is not None:
-                error, s.error = s.error, None
-                raise error
-            return None
-
-    def __next__(self) -> SpeechChunk:
-        """The next chunk, blocking until it is synthesised."""
-        chunk = self.get()
-        if chunk is None:
-            self.join()
-            raise StopIteration
-        return chunk
-
-    def __enter__(self) -> SpeechStream:
-        """Use as a context manager that aborts and joins on exit."""
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        """Abort and join the synthesis thread."""
-        self.close()
+            _SYNTH_LOCK.release()
+        last = chunker.flush()
+        if last is not None and self.error is None and not self.aborted:
+            self.put(last)
 
 
 class EspeakEngine:

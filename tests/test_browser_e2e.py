@@ -13,9 +13,14 @@ from agent.browser import chromium_page, page_snapshot, running_server, write_sp
 from agent.config import Settings
 from renderer.frames.stylised.face import StylisedFace
 from renderer.motion.space import IDX, neutral_motion
+from speech.wer import normalize
 from tests.helpers.waiting import wait_until
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
+# The question. "Hello, who are you?" in espeak-ng's voice is beyond Moonshine
+# tiny-en about one time in two ("Hello, you."); this one it hears every time.
+QUESTION = "Hello, what is your name?"
+QUESTION_KEY_WORDS = {"what", "your", "name"}
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -65,7 +70,7 @@ def _reply_finished(snapshot: dict) -> bool:
 
 async def test_spoken_question_gets_a_talking_avatar_reply(tmp_path: Path) -> None:
     wav = tmp_path / "question.wav"
-    write_speech_wav(wav, ["Hello, who are you?"], lead_s=6.0, gap_s=0.0, tail_s=20.0)
+    write_speech_wav(wav, [QUESTION], lead_s=6.0, gap_s=0.0, tail_s=20.0)
     mouth = ",".join(f"{v:.3f}" for v in mouth_box())
 
     # A small avatar keeps the frame work far under budget while Chromium decodes on the
@@ -91,8 +96,10 @@ async def test_spoken_question_gets_a_talking_avatar_reply(tmp_path: Path) -> No
 
         # The server heard real audio from the browser's microphone.
         assert server_stats.get("audio_in_peak_rms", 0) > 0.02, server_stats
-        # What the user said came back as a caption.
+        # What the user said came back as a caption, heard correctly (Moonshine by default).
         assert snapshot["userTranscripts"], snapshot["messageTypes"]
+        heard = " ".join(t["text"] for t in snapshot["userTranscripts"])
+        assert QUESTION_KEY_WORDS <= set(normalize(heard)), heard
         # The reply's audio reached the page, loud, after the question ended.
         assert snapshot["reply"]["peakRms"] > 0.05, snapshot["reply"]
         assert any(on > snapshot["mic"]["offsets"][-1] for on in snapshot["reply"]["onsets"])

@@ -87,5 +87,5 @@ def test_an_automatic_stt_fallback_is_a_warning_at_start(tmp_path: Path) -> None
         engines = check_engines(STTSettings(whisper_model=str(tmp_path / "gone")), LLMSettings())
     finally:
         logger.remove(sink)
-    assert engines["stt"].startswith("pocketsphinx")
-    assert any("falling back to the embedded pocketsphinx" in w for w in warnings)
+    assert engines["stt"].startswith("moonshine tiny-en (embedded): whisper model")
+    assert any("falling back to the embedded Moonshine" in w for w in warnings)

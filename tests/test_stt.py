@@ -1,4 +1,5 @@
-"""Speech to text: pocketsphinx on espeak-ng speech, faster-whisper on a tiny model, selection."""
+"""Speech to text: pocketsphinx on espeak-ng speech, faster-whisper on a tiny model, selection
+(Moonshine itself: tests/test_stt_moonshine.py)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from pipecat.tests.utils import run_test
 
 from pipelines.config import STTSettings
 from pipelines.stages.stt import (
+    MoonshineSTTService,
     PocketsphinxSTTService,
     STTEngineError,
     create_stt_service,
@@ -145,16 +147,16 @@ async def test_whisper_stage_on_tiny_model(tiny_whisper_model: Path) -> None:  #
     assert len(texts) == 1 and isinstance(texts[0].text, str)
 
 
-def test_auto_without_model_uses_pocketsphinx() -> None:
-    """No whisper_model: the embedded engine, and the line (also logged) says why."""
+def test_auto_without_model_uses_moonshine() -> None:
+    """No whisper_model: the embedded Moonshine, and the line (also logged) says why."""
     logged: list[str] = []
     sink = logger.add(lambda m: logged.append(m.record["message"]), level="INFO")
     try:
         service, line = create_stt_service(STTSettings())
     finally:
         logger.remove(sink)
-    assert isinstance(service, PocketsphinxSTTService)
-    assert line == "pocketsphinx (embedded): no whisper_model configured"
+    assert isinstance(service, MoonshineSTTService)
+    assert line == "moonshine tiny-en (embedded): no whisper_model configured"
     assert any(line in m for m in logged)
 
 
@@ -198,12 +200,12 @@ def broken_models(root: Path) -> dict[str, tuple[str, str]]:
 
 @pytest.mark.parametrize("case", ["missing", "empty", "no_tokenizer", "corrupt", "uncached_name"])
 def test_auto_with_broken_model_falls_back(case: str, tmp_path: Path) -> None:
-    """auto falls back to pocketsphinx and says which model failed and why."""
+    """auto falls back to the embedded Moonshine and says which model failed and why."""
     model, reason = broken_models(tmp_path)[case]
     service, line = create_stt_service(STTSettings(whisper_model=model))
-    assert isinstance(service, PocketsphinxSTTService)
+    assert isinstance(service, MoonshineSTTService)
     assert line.startswith(
-        f"pocketsphinx (embedded): whisper model '{model}' could not be loaded: "
+        f"moonshine tiny-en (embedded): whisper model '{model}' could not be loaded: "
     )
     assert reason in line
 

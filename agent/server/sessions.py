@@ -28,6 +28,9 @@ from pipelines.transports.smallwebrtc import AvatarVideoTrack, AvatarWebRTCTrans
 #: How often a new call checks whether its peer has connected (the greeting waits for it).
 CONNECT_POLL_S = 0.02
 
+#: Delay before the memory of ended calls is collected, so calls ending together share it.
+RELEASE_DELAY_S = 0.5
+
 #: Builds a conversation for a new peer; tests swap in lighter ones.
 ConversationFactory = Callable[[SmallWebRTCConnection, Settings], Conversation]
 
@@ -129,6 +132,7 @@ class SessionManager:
         of the garbage collector's scans (see ``release_call_memory``)."""
         self._settings = settings
         self._freeze_when_idle = freeze_when_idle
+        self._release: asyncio.TimerHandle | None = None
         #: The state of the LLM, TTS and STT, which every call's stages report to.
         self.health = DependencyHealth()
         self._factory = factory or functools.partial(default_factory, health=self.health)
@@ -213,18 +217,30 @@ class SessionManager:
         sessions = list(self._sessions.values())
         await asyncio.gather(*(self._stop(session) for session in sessions))
         await asyncio.wait_for(self._handler.close(), self._stop_timeout_s)
+        if self._release is not None:
+            self._release.cancel()
 
     def _start(self, session: Session) -> None:
         self._sessions[session.pc_id] = session
         session.task = asyncio.create_task(self._run(session), name=f"session-{session.pc_id}")
         # Once the task is done its frames no longer hold the call, so it can be freed.
-        session.task.add_done_callback(
-            lambda _task: release_call_memory(self.count, freeze_when_idle=self._freeze_when_idle)
-        )
+        session.task.add_done_callback(self._release_soon)
 
         @session.connection.event_handler("closed")
         async def _on_closed(_connection: SmallWebRTCConnection) -> None:
             await session.conversation.worker.cancel(reason="peer connection closed")
+
+    def _release_soon(self, _task: asyncio.Task) -> None:
+        """Once a call's task is done (its frames no longer hold it), free what it held;
+        calls that end together share one collection."""
+        if self._release is None or self._release.cancelled():
+            self._release = asyncio.get_running_loop().call_later(
+                RELEASE_DELAY_S, self._release_now
+            )
+
+    def _release_now(self) -> None:
+        self._release = None
+        release_call_memory(self.count, freeze_when_idle=self._freeze_when_idle)
 
     async def _run(self, session: Session) -> None:
         try:

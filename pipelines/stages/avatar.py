@@ -7,7 +7,9 @@ frames when nothing is said. This stage turns each of the player's frames into p
 frames: the slice as ``TTSAudioRawFrame`` and the image as an ``AvatarImageFrame``, which
 the output transport sends in line with that audio. Other frames that arrived behind some
 audio (words, TTSStoppedFrame, the end of the LLM response) wait in order and leave right
-after the audio before them has gone.
+after the audio before them has gone. A sentence's words that a TTS without word timings
+sends as one ``TTSTextFrame`` after its audio leave one by one, spread over that audio by
+their length, so an interruption keeps in the context only the words whose audio played.
 
 Interruption is decided by frame type, as everywhere in pipecat: an ``InterruptionFrame``
 drops the queued audio, motion and held frames in one place (``_drop_pending``). A
@@ -21,6 +23,7 @@ hands back (``ReplyAudioReturnedFrame``) go back into the player and play again 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 from loguru import logger
 from pipecat.frames.frames import (
@@ -32,7 +35,9 @@ from pipecat.frames.frames import (
     StartFrame,
     SystemFrame,
     TTSAudioRawFrame,
+    TTSStartedFrame,
     TTSStoppedFrame,
+    TTSTextFrame,
     UserStartedSpeakingFrame,
     VADUserStartedSpeakingFrame,
     VADUserStoppedSpeakingFrame,
@@ -75,6 +80,9 @@ class AvatarStage(FrameProcessor):
         self._held: list[tuple[int, Frame]] = []
         # Set whenever every queued sample and held frame has gone out.
         self._drained = asyncio.Event()
+        # samples_pushed at the last TTS text (or start): a sentence's text that comes
+        # after its audio is spread over the audio since then.
+        self._text_from = 0
 
     @property
     def player(self) -> AvatarPlayer:
@@ -182,11 +190,46 @@ class AvatarStage(FrameProcessor):
         await super().cleanup()
 
     async def _push_in_order(self, frame: Frame) -> None:
-        if self._held or self._player.samples_pushed > self._player.samples_played:
-            self._held.append((self._player.samples_pushed, frame))
+        pushed = self._player.samples_pushed
+        if isinstance(frame, TTSStartedFrame):
+            self._text_from = pushed
+        elif isinstance(frame, TTSTextFrame):
+            spread = self._spread_words(frame, self._text_from, pushed)
+            self._text_from = pushed
+            if len(spread) > 1:
+                self._held += spread
+                self._drained.clear()
+                await self._release_held()
+                return
+        if self._held or pushed > self._player.samples_played:
+            self._held.append((pushed, frame))
             self._drained.clear()
         else:
             await self.push_frame(frame)
+
+    @staticmethod
+    def _spread_words(frame: TTSTextFrame, start: int, end: int) -> list[tuple[int, Frame]]:
+        """A several-word text after audio ``[start, end)`` (a TTS without word timings
+        sends a sentence's text once its audio is out): one frame per word, each due at
+        its estimated start in that audio (by the characters before it), so the context
+        keeps only the words whose audio was heard. A single word (a TTS with word
+        timings) stays as it is."""
+        words = frame.text.split()
+        if len(words) < 2 or end <= start or frame.includes_inter_frame_spaces:
+            return [(end, frame)]
+        total = sum(len(w) + 1 for w in words)
+        out: list[tuple[int, Frame]] = []
+        before = 0
+        for word in words:
+            piece = dataclasses.replace(frame, text=word)  # a new frame (its own id)
+            piece.append_to_context = frame.append_to_context
+            piece.will_be_spoken = frame.will_be_spoken
+            piece.skip_tts = frame.skip_tts
+            piece.transport_destination = frame.transport_destination
+            piece.metadata = dict(frame.metadata)
+            out.append((start + (end - start) * before // total, piece))
+            before += len(word) + 1
+        return out
 
     async def _release_held(self) -> None:
         played = self._player.samples_played
@@ -197,6 +240,7 @@ class AvatarStage(FrameProcessor):
     async def _drop_pending(self) -> None:
         """The one place where queued audio, motion and held frames are dropped."""
         heard_s = self._player.clear_buffer()
+        self._text_from = self._player.samples_pushed
         kept = [frame for _, frame in self._held if not frame.interruptible]
         self._held.clear()
         for frame in kept:

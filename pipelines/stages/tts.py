@@ -1,12 +1,19 @@
-"""Text to speech stage: libespeak-ng in pipecat, streaming phoneme-timed audio with word times."""
+"""Text to speech stage: embedded engines (Piper, espeak-ng) streaming phoneme-timed audio
+with word times, or a production service through pipecat (``tts_production.py``).
+
+The embedded engines share one stage, :class:`StreamingTTSService`; an engine plugs in
+by how it starts a stream (``_start_stream``) and checks its settings
+(``_check_settings``): :class:`PiperTTSService` and :class:`EspeakTTSService`.
+:func:`create_tts_service` builds the configured one and says why, as STT and the LLM do.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 from pipecat.frames.frames import CancelFrame, ErrorFrame, Frame, InterruptionFrame
@@ -19,67 +26,66 @@ from pipecat.utils.types import NOT_GIVEN, NotGiven, assert_given
 from pipelines.config import TTSSettings
 from pipelines.frames import PhonemeAudioRawFrame
 from pipelines.health import DependencyHealth
-from speech.espeak import EspeakEngine, SpeechChunk, SpeechStream
+from speech.espeak import EspeakEngine
+from speech.stream import SpeechChunk, SpeechStream
+
+if TYPE_CHECKING:
+    from speech.piper import PiperEngine
 
 # Chunks already synthesised are joined into one pushed frame until it holds this much.
 MAX_FRAME_S = 0.5
-# Longest wait for espeak-ng's next chunk. It synthesises hundreds of times faster than
-# real time and holds its lock for milliseconds, so a wait this long means it is stuck.
+# Longest wait for an engine's next chunk. Both synthesise many times faster than real
+# time (Piper a sentence per model run), so a wait this long means it is stuck.
 CHUNK_TIMEOUT_S = 5.0
+# How far ahead of playback each engine's output may run. Piper makes a sentence per run
+# and the next sentence's text comes only once this one is out, so it keeps enough
+# audio queued to cover the next sentence's synthesis on a busy machine.
+ESPEAK_MAX_LEAD_S = 1.0
+PIPER_MAX_LEAD_S = 2.5
+DEFAULT_ESPEAK_VOICE = "en-us"
 
 
-@dataclass
-class EspeakTTSSettings(PipecatTTSSettings):
-    """Runtime-updatable settings (send deltas in a ``TTSUpdateSettingsFrame``)."""
-
-    rate: int | NotGiven = field(default_factory=lambda: NOT_GIVEN)
-    pitch: int | NotGiven = field(default_factory=lambda: NOT_GIVEN)
+class TTSEngineError(RuntimeError):
+    """The configured text-to-speech engine cannot run; the message says how to fix it."""
 
 
-class EspeakTTSService(TTSService):
-    """Speaks with libespeak-ng: ``PhonemeAudioRawFrame`` audio plus word timestamps.
+class StreamingTTSService(TTSService):
+    """Speaks with an embedded engine: ``PhonemeAudioRawFrame`` audio plus word timestamps.
 
-    Synthesis runs on a worker thread (hundreds of times faster than real time) in ~50 ms
-    chunks. They are pushed as they come, the ones already waiting joined into one frame
-    of about ``MAX_FRAME_S``, paced to stay at most ``max_lead_s`` ahead of real-time
-    playback (None: no pacing), so downstream stages never hold much of a reply. An
-    interruption cancels ``run_tts``, which aborts synthesis if it is still running and
-    drops every chunk not yet pushed; the base class drops the reply's queued audio.
-    A synthesis that yields no chunk for ``chunk_timeout_s`` is aborted. Each finished
-    synthesis reports ``"tts"`` ok to ``health``, each failed one its reason.
+    Synthesis runs on the engine's thread in ~50 ms chunks. They are pushed as they
+    come, the ones already waiting joined into one frame of about ``MAX_FRAME_S``, paced
+    to stay at most ``max_lead_s`` ahead of real-time playback (None: no pacing), so
+    downstream stages never hold much of a reply. An interruption cancels ``run_tts``,
+    which aborts synthesis if it is still running and drops every chunk not yet pushed;
+    the base class drops the reply's queued audio. A synthesis that yields no chunk for
+    ``chunk_timeout_s`` is aborted. Each finished synthesis reports ``"tts"`` ok to
+    ``health``, each failed one its reason.
+
+    Subclasses say how a stream starts (``_start_stream``) and check their settings
+    (``_check_settings``, which raises ValueError).
     """
 
-    Settings = EspeakTTSSettings
-    _settings: EspeakTTSSettings
+    #: The engine's name in logs and errors.
+    engine_label = "TTS engine"
 
     def __init__(
         self,
-        settings: TTSSettings,
         *,
-        max_lead_s: float | None = 1.0,
-        engine: EspeakEngine | None = None,
+        sample_rate: int,
+        settings: PipecatTTSSettings,
+        max_lead_s: float | None,
         chunk_timeout_s: float = CHUNK_TIMEOUT_S,
         health: DependencyHealth | None = None,
         **kwargs: Any,
     ) -> None:
-        """Create the service; raises ValueError now for an unknown voice or a bad rate."""
-        engine = engine or EspeakEngine()
-        engine.check_params(settings.voice, settings.rate, settings.pitch)
         super().__init__(
-            push_text_frames=False,  # TTSTextFrames come from espeak's word timings
+            push_text_frames=False,  # TTSTextFrames come from the engine's word timings
             push_start_frame=True,
             push_stop_frames=True,
-            sample_rate=engine.sample_rate,
-            settings=EspeakTTSSettings(
-                model=None,
-                voice=settings.voice,
-                language=None,
-                rate=settings.rate,
-                pitch=settings.pitch,
-            ),
+            sample_rate=sample_rate,
+            settings=settings,
             **kwargs,
         )
-        self._engine = engine
         self._max_lead_s = max_lead_s
         self._chunk_timeout_s = chunk_timeout_s
         self._health = health or DependencyHealth()
@@ -90,6 +96,16 @@ class EspeakTTSService(TTSService):
         self._context_audio_s: dict[str, float] = {}
         # When the audio sent so far would finish playing, on time.monotonic()'s clock.
         self._playout_end = 0.0
+
+    def _start_stream(
+        self, text: str, *, first: bool, on_ready: Callable[[], object]
+    ) -> SpeechStream:
+        """Start synthesising ``text`` (``first``: the context's first text); ValueError
+        for settings the engine cannot use."""
+        raise NotImplementedError
+
+    def _check_settings(self) -> None:
+        """Raise ValueError if the engine cannot use the current settings."""
 
     def can_generate_metrics(self) -> bool:
         """TTFB, usage and (unpaced) processing metrics are reported."""
@@ -102,15 +118,14 @@ class EspeakTTSService(TTSService):
 
     @traced_tts
     async def run_tts(self, text: str, context_id: str) -> AsyncGenerator[Frame, None]:
-        """Stream ``text`` as phoneme-timed audio chunks while espeak-ng synthesises it."""
+        """Stream ``text`` as phoneme-timed audio chunks while the engine synthesises it."""
         loop = asyncio.get_running_loop()
         ready = asyncio.Event()
+        label = self.engine_label
         try:
-            speech = self._engine.stream(
+            speech = self._start_stream(
                 text,
-                voice=assert_given(self._settings.voice) or "en-us",
-                rate=assert_given(self._settings.rate),
-                pitch=assert_given(self._settings.pitch),
+                first=context_id not in self._context_audio_s,
                 on_ready=lambda: loop.call_soon_threadsafe(ready.set),
             )
         except ValueError as e:
@@ -128,7 +143,7 @@ class EspeakTTSService(TTSService):
                     try:
                         await asyncio.wait_for(ready.wait(), self._chunk_timeout_s)
                     except TimeoutError:
-                        why = f"no audio from espeak-ng within {self._chunk_timeout_s:g} s"
+                        why = f"no audio from {label} within {self._chunk_timeout_s:g} s"
                         self._health.failed("tts", why)
                         logger.error(f"{self}: {why} while speaking [{text}]; skipped")
                         yield ErrorFrame(error=f"{self}: {why}")
@@ -153,9 +168,9 @@ class EspeakTTSService(TTSService):
             if not speech.aborted:
                 self._health.ok("tts")
         except Exception as e:
-            self._health.failed("tts", f"espeak-ng failed ({type(e).__name__})")
-            logger.exception(f"{self}: espeak-ng synthesis failed for [{text}]")
-            yield ErrorFrame(error=f"{self}: espeak-ng synthesis failed: {e}")
+            self._health.failed("tts", f"{label} failed ({type(e).__name__})")
+            logger.exception(f"{self}: {label} synthesis failed for [{text}]")
+            yield ErrorFrame(error=f"{self}: {label} synthesis failed: {e}")
         finally:
             # Normally a no-op; on cancellation (an interruption) it stops synthesis at once.
             # Nothing here may await: a cancelled generator may be closed by the event loop.
@@ -192,22 +207,18 @@ class EspeakTTSService(TTSService):
         for speech in streams:
             speech.abort()
             if not speech.join(0) and not await asyncio.to_thread(speech.join, 2.0):
-                logger.warning(f"{self}: espeak-ng synthesis thread did not stop")
+                logger.warning(f"{self}: {self.engine_label} synthesis thread did not stop")
 
     async def _update_settings(  # type: ignore[override]  # narrowed as TTSService does
         self, delta: PipecatTTSSettings
     ) -> dict[str, Any]:
-        """Apply a settings delta, keeping the old values if espeak-ng can't use the new."""
+        """Apply a settings delta, keeping the old values if the engine can't use the new."""
         changed = await super()._update_settings(delta)
-        s = self._settings
         try:
-            self._engine.check_params(
-                assert_given(s.voice) or "", assert_given(s.rate), assert_given(s.pitch)
-            )
+            self._check_settings()
         except ValueError as e:
-            for name in ("voice", "rate", "pitch"):
-                if name in changed:
-                    setattr(s, name, changed.pop(name))
+            for name in list(changed):
+                setattr(self._settings, name, changed.pop(name))
             await self.push_error(error_msg=f"{self}: settings not applied: {e}", exception=e)
         return changed
 
@@ -246,3 +257,177 @@ class EspeakTTSService(TTSService):
             await asyncio.sleep(ahead - self._max_lead_s)
             now = time.monotonic()
         self._playout_end = max(self._playout_end, now) + duration_s
+
+
+@dataclass
+class EspeakTTSSettings(PipecatTTSSettings):
+    """Runtime-updatable settings (send deltas in a ``TTSUpdateSettingsFrame``)."""
+
+    rate: int | NotGiven = field(default_factory=lambda: NOT_GIVEN)
+    pitch: int | NotGiven = field(default_factory=lambda: NOT_GIVEN)
+
+
+class EspeakTTSService(StreamingTTSService):
+    """libespeak-ng: robotic but tiny and instant; the light fallback."""
+
+    Settings = EspeakTTSSettings
+    _settings: EspeakTTSSettings
+    engine_label = "espeak-ng"
+
+    def __init__(
+        self,
+        settings: TTSSettings,
+        *,
+        max_lead_s: float | None = ESPEAK_MAX_LEAD_S,
+        engine: EspeakEngine | None = None,
+        chunk_timeout_s: float = CHUNK_TIMEOUT_S,
+        health: DependencyHealth | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Create the service; raises ValueError now for an unknown voice or a bad rate."""
+        engine = engine or EspeakEngine()
+        voice = settings.voice or DEFAULT_ESPEAK_VOICE
+        engine.check_params(voice, settings.rate, settings.pitch)
+        self._engine = engine
+        super().__init__(
+            sample_rate=engine.sample_rate,
+            settings=EspeakTTSSettings(
+                model=None, voice=voice, language=None, rate=settings.rate, pitch=settings.pitch
+            ),
+            max_lead_s=max_lead_s,
+            chunk_timeout_s=chunk_timeout_s,
+            health=health,
+            **kwargs,
+        )
+
+    def _start_stream(
+        self, text: str, *, first: bool, on_ready: Callable[[], object]
+    ) -> SpeechStream:
+        return self._engine.stream(
+            text,
+            voice=assert_given(self._settings.voice) or DEFAULT_ESPEAK_VOICE,
+            rate=assert_given(self._settings.rate),
+            pitch=assert_given(self._settings.pitch),
+            on_ready=on_ready,
+        )
+
+    def _check_settings(self) -> None:
+        s = self._settings
+        self._engine.check_params(
+            assert_given(s.voice) or "", assert_given(s.rate), assert_given(s.pitch)
+        )
+
+
+@dataclass
+class PiperTTSSettings(PipecatTTSSettings):
+    """Runtime-updatable settings (send deltas in a ``TTSUpdateSettingsFrame``)."""
+
+    speed: float | NotGiven = field(default_factory=lambda: NOT_GIVEN)
+
+
+class PiperTTSService(StreamingTTSService):
+    """Piper with the packaged en_US joe voice (or ``tts.piper_model``): natural speech,
+    sentence by sentence, a long first sentence split at its first clause."""
+
+    Settings = PiperTTSSettings
+    _settings: PiperTTSSettings
+    engine_label = "Piper"
+
+    def __init__(
+        self,
+        settings: TTSSettings,
+        *,
+        max_lead_s: float | None = PIPER_MAX_LEAD_S,
+        engine: PiperEngine | None = None,
+        chunk_timeout_s: float = CHUNK_TIMEOUT_S,
+        health: DependencyHealth | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Create the service, loading the voice (about a second, once per process);
+        raises ``PiperLoadError`` when it cannot be used."""
+        from speech.piper import PiperEngine, check_speed
+
+        check_speed(settings.speed)
+        self._engine = engine or PiperEngine(settings.piper_model, threads=settings.piper_threads)
+        super().__init__(
+            sample_rate=self._engine.sample_rate,
+            settings=PiperTTSSettings(
+                model=None, voice=self._engine.name, language=None, speed=settings.speed
+            ),
+            max_lead_s=max_lead_s,
+            chunk_timeout_s=chunk_timeout_s,
+            health=health,
+            **kwargs,
+        )
+
+    def _start_stream(
+        self, text: str, *, first: bool, on_ready: Callable[[], object]
+    ) -> SpeechStream:
+        return self._engine.stream(
+            text, speed=assert_given(self._settings.speed), split_first=first, on_ready=on_ready
+        )
+
+    def _check_settings(self) -> None:
+        from speech.piper import check_speed
+
+        check_speed(assert_given(self._settings.speed))
+        if assert_given(self._settings.voice) != self._engine.name:
+            raise ValueError(
+                f"Piper speaks with the voice it loaded ({self._engine.name}); set "
+                "tts.piper_model to use another"
+            )
+
+
+def create_tts_service(
+    settings: TTSSettings, *, health: DependencyHealth | None = None, paced: bool = True
+) -> tuple[TTSService, str]:
+    """Build the configured TTS service (blocking: Piper loads its voice) and a line
+    saying which engine speaks and why; raises ``TTSEngineError`` with the fix when an
+    engine named in ``tts.engine`` cannot run. ``paced=False`` lets an embedded engine's
+    output run as far ahead of playback as it can (``visage say``)."""
+    engine = settings.engine
+    options: dict[str, Any] = {"chunk_timeout_s": settings.timeout_s, "health": health}
+    if not paced:
+        options["max_lead_s"] = None
+    if engine in ("openai", "cartesia", "elevenlabs"):
+        from pipelines.stages.tts_production import create_production_tts
+
+        try:
+            service, line = create_production_tts(settings, health=health)
+        except ValueError as e:
+            raise TTSEngineError(str(e)) from e
+        logger.info(f"TTS: {line}")
+        return service, line
+
+    if engine == "espeak":
+        reason = "forced by engine=espeak"
+    else:
+        from speech.piper import PiperLoadError
+
+        try:
+            piper = PiperTTSService(settings, **options)
+        except (PiperLoadError, ValueError) as e:
+            if engine == "piper":
+                raise TTSEngineError(
+                    f"tts.engine is 'piper' but {e}. Fix it, or use tts.engine=auto to fall "
+                    "back to the embedded espeak-ng."
+                ) from e
+            reason = f"Piper could not load: {e}"
+            logger.warning(f"TTS: {reason}; falling back to espeak-ng")
+        else:
+            line = f"{piper._engine.describe()} (embedded): " + (
+                "forced by engine=piper" if engine == "piper" else "auto, the voice loaded"
+            )
+            if settings.voice:
+                line += f"; tts.voice {settings.voice!r} is for espeak (tts.engine=espeak)"
+            logger.info(f"TTS: {line}")
+            return piper, line
+
+    try:
+        service = EspeakTTSService(settings, **options)
+    except ValueError as e:
+        raise TTSEngineError(f"espeak-ng cannot speak with these settings: {e}") from e
+    voice = settings.voice or DEFAULT_ESPEAK_VOICE
+    line = f"espeak-ng voice {voice} (embedded): {reason}"
+    logger.info(f"TTS: {line}")
+    return service, line

@@ -106,13 +106,27 @@ class _Job:
     copies: int
     augment: bool
     keep_audio: bool
+    piper_share: float = 0.0
 
 
 def _params(
-    n_train: int, n_val: int, n_test: int, seed: int, train_copies: int, train_audio: bool
+    n_train: int,
+    n_val: int,
+    n_test: int,
+    seed: int,
+    train_copies: int,
+    train_audio: bool,
+    piper_share: float = 0.0,
 ) -> dict[str, Any]:
     """Everything that decides the dataset's content; a cached copy must match all of it."""
+    # Only when used, so espeak-only datasets built before Piper keep matching.
+    piper: dict[str, Any] = {}
+    if piper_share:
+        from speech.piper import MARKS_VERSION
+
+        piper = {"piper_share": piper_share, "piper_marks_version": MARKS_VERSION}
     return {
+        **piper,
         "generator_version": GENERATOR_VERSION,
         "seed": seed,
         "n_train": n_train,
@@ -139,7 +153,13 @@ def _params(
 
 
 def _jobs(
-    n_train: int, n_val: int, n_test: int, seed: int, copies: int, train_audio: bool
+    n_train: int,
+    n_val: int,
+    n_test: int,
+    seed: int,
+    copies: int,
+    train_audio: bool,
+    piper_share: float = 0.0,
 ) -> list[_Job]:
     """Sentences for each split: val's are distinct from train's, test's from another pool."""
     pool = sentences(seed, "train")
@@ -147,11 +167,14 @@ def _jobs(
     test_pool = sentences(seed, "test", exclude=set(train_val))
     test = [next(test_pool) for _ in range(n_test)]
     jobs = [
-        _Job("train", i, s, seed, copies, True, train_audio)
+        _Job("train", i, s, seed, copies, True, train_audio, piper_share)
         for i, s in enumerate(train_val[:n_train])
     ]
-    jobs += [_Job("val", i, s, seed, 1, False, True) for i, s in enumerate(train_val[n_train:])]
-    jobs += [_Job("test", i, s, seed, 1, False, True) for i, s in enumerate(test)]
+    jobs += [
+        _Job("val", i, s, seed, 1, False, True, piper_share)
+        for i, s in enumerate(train_val[n_train:])
+    ]
+    jobs += [_Job("test", i, s, seed, 1, False, True, piper_share) for i, s in enumerate(test)]
     return jobs
 
 
@@ -159,7 +182,7 @@ def make_utterances(job: _Job) -> list[dict[str, Any]]:
     """Synthesise one sentence and turn it into ``job.copies`` records (arrays + metadata)."""
     code = _SPLIT_CODE[job.split]
     rng = np.random.default_rng([job.seed, code, job.index])
-    setting = pick_voice(rng, job.split)
+    setting = pick_voice(rng, job.split, job.piper_share)
     spoken = speak(job.text, setting, rng)
     out = []
     for copy in range(job.copies):
@@ -293,29 +316,36 @@ def build_dataset(
     train_copies: int = 1,
     train_audio: bool = False,
     force: bool = False,
+    piper_share: float = 0.0,
+    splits: tuple[Split, ...] = SPLITS,
 ) -> DatasetInfo:
     """Generate (or reuse, if the manifest matches) the three splits under ``out_dir``.
 
     Train utterances are augmented, ``train_copies`` times each with different
     augmentations and prior draws; val and test are clean. ``train_audio`` also stores
-    the (augmented) train audio, which is large.
+    the (augmented) train audio, which is large. ``piper_share`` of the utterances (of
+    every split) are spoken by the embedded Piper voice instead of espeak-ng. ``splits``
+    builds only those (with the same sentences as a full build, e.g. a test set).
     """
     out_dir = Path(out_dir)
-    params = _params(n_train, n_val, n_test, seed, train_copies, train_audio)
+    params = _params(n_train, n_val, n_test, seed, train_copies, train_audio, piper_share)
+    if tuple(splits) != SPLITS:
+        params["splits"] = list(splits)
     manifest = _read_manifest(out_dir)
     if (
         not force
         and manifest is not None
         and manifest.get("params") == params
-        and all((out_dir / f"{s}.npz").is_file() for s in SPLITS)
+        and all((out_dir / f"{s}.npz").is_file() for s in splits)
     ):
         return _info(out_dir, manifest, reused=True)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / MANIFEST).unlink(missing_ok=True)  # a half-built dataset must never look valid
     start = time.perf_counter()
-    jobs = _jobs(n_train, n_val, n_test, seed, train_copies, train_audio)
-    by_split: dict[str, list[dict[str, Any]]] = {s: [] for s in SPLITS}
+    jobs = _jobs(n_train, n_val, n_test, seed, train_copies, train_audio, piper_share)
+    jobs = [job for job in jobs if job.split in splits]
+    by_split: dict[str, list[dict[str, Any]]] = {s: [] for s in splits}
     for job, records in zip(jobs, _run(jobs, workers, progress), strict=True):
         by_split[job.split] += records
     for split, records in by_split.items():
@@ -329,7 +359,7 @@ def build_dataset(
         },
         "voices": {s: sorted({x["voice"] for x in r}) for s, r in by_split.items()},
         "build_seconds": round(time.perf_counter() - start, 2),
-        "files": {s: (out_dir / f"{s}.npz").stat().st_size for s in SPLITS},
+        "files": {s: (out_dir / f"{s}.npz").stat().st_size for s in splits},
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")

@@ -1,4 +1,5 @@
-"""Speak one utterance with espeak-ng: 16 kHz audio plus its phoneme, word and pause spans."""
+"""Speak one utterance (espeak-ng or Piper): 16 kHz audio plus its phoneme, word and
+pause spans."""
 
 from __future__ import annotations
 
@@ -6,9 +7,10 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from renderer.motion.data.voices import VoiceSetting
+from renderer.motion.data.voices import VoiceSetting, is_piper, piper_speed
 from renderer.motion.features import SAMPLE_RATE, to_model_rate
 from speech.espeak import EspeakEngine
+from speech.stream import SpeechStream
 
 PAUSE_MIN_S = 0.15  # a silence at least this long counts as a pause
 LEAD_RANGE_S = (0.3, 1.0)  # silence added before and after each sentence
@@ -64,22 +66,37 @@ class Spoken:
 _Marks = list[tuple[str, float]]
 
 
+def _stream(engine: EspeakEngine, text: str, setting: VoiceSetting) -> tuple[SpeechStream, int]:
+    """The utterance's speech stream and its sample rate, from espeak-ng or Piper."""
+    if is_piper(setting.voice):
+        from speech.piper import PiperEngine
+
+        piper = PiperEngine()  # the voice loads once per process
+        # Whole sentences, as Piper speaks a reply after its first clause.
+        stream = piper.stream(text, speed=piper_speed(setting.rate), split_first=False)
+        return stream, piper.sample_rate
+    stream = engine.stream(text, voice=setting.voice, rate=setting.rate, pitch=setting.pitch)
+    return stream, engine.sample_rate
+
+
 def _marks(
     engine: EspeakEngine, text: str, setting: VoiceSetting
-) -> tuple[np.ndarray, _Marks, _Marks]:
-    """espeak's int16 audio and its (ipa, seconds) phoneme and (word, seconds) word marks."""
+) -> tuple[np.ndarray, int, _Marks, _Marks]:
+    """The int16 audio, its rate, and its (ipa, seconds) phoneme and (word, seconds) word
+    marks."""
     pieces: list[bytes] = []
     phonemes: _Marks = []
     words: _Marks = []
     t = 0.0
-    with engine.stream(text, voice=setting.voice, rate=setting.rate, pitch=setting.pitch) as s:
+    stream, rate = _stream(engine, text, setting)
+    with stream as s:
         for chunk in s:
             phonemes += [(p.ipa, t + p.offset_s) for p in chunk.phonemes]
             words += [(w, t + at) for w, at in chunk.words]
             t += chunk.duration_s
             pieces.append(chunk.audio)
     audio = np.frombuffer(b"".join(pieces), dtype=np.int16)
-    return audio, phonemes, words
+    return audio, rate, phonemes, words
 
 
 def timeline_from_marks(
@@ -112,14 +129,14 @@ def speak(
 ) -> Spoken:
     """Synthesise ``text``; pad 0.3-1.0 s of silence before and after (drawn from ``rng``)."""
     engine = engine or EspeakEngine()
-    raw, phonemes, words = _marks(engine, text, setting)
-    audio = to_model_rate(raw, engine.sample_rate)
+    raw, rate, phonemes, words = _marks(engine, text, setting)
+    audio = to_model_rate(raw, rate)
     lead = float(rng.uniform(*LEAD_RANGE_S))
     tail = float(rng.uniform(*LEAD_RANGE_S))
     duration = len(audio) / SAMPLE_RATE
     last = max((i for i, (ipa, _) in enumerate(phonemes) if ipa), default=len(phonemes) - 1)
     speech_end = phonemes[last + 1][1] if last + 1 < len(phonemes) else duration
-    # espeak already ends with a short pause; add only what the drawn tail still needs.
+    # The speech already ends with a short pause; add only what the drawn tail still needs.
     tail = max(0.0, tail - (duration - speech_end))
     n_lead, n_tail = round(lead * SAMPLE_RATE), round(tail * SAMPLE_RATE)
     audio = np.concatenate(

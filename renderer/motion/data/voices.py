@@ -3,6 +3,11 @@
 A voice is ``language+variant``. Test voices never occur in train or validation: the
 test split has its own variants (timbres) and two accents of its own, so the model is
 judged on voices it never heard.
+
+A share of the utterances (``piper_share``, none by default) can be spoken by the
+embedded Piper voice instead (``PIPER_VOICE``; its speed follows the drawn rate, it has
+no pitch setting). There is one Piper voice, so a Piper test set holds out the
+sentences, not the voice.
 """
 
 from __future__ import annotations
@@ -30,6 +35,9 @@ TEST_VARIANTS = (
 )  # fmt: skip
 RATE_RANGE = (120, 260)  # words per minute
 PITCH_RANGE = (20, 80)  # espeak's 0-99 base pitch
+PIPER_VOICE = "piper:en_US-joe-medium"
+PIPER_RATE = 175  # words per minute taken as Piper's own speed (1.0)
+PIPER_SPEED_RANGE = (0.8, 1.25)  # Piper's speed stays natural in this range
 
 
 def _voice(language: str, variant: str) -> str:
@@ -57,8 +65,23 @@ class VoiceSetting:
     pitch: int  # 0-99
 
 
-def pick_voice(rng: np.random.Generator, split: Split) -> VoiceSetting:
-    """A random voice of the split with a rate and pitch drawn from the plan's ranges."""
+def is_piper(voice: str) -> bool:
+    """Whether ``voice`` names the Piper voice rather than an espeak-ng one."""
+    return voice.startswith("piper:")
+
+
+def piper_speed(rate: int) -> float:
+    """Piper's speed for a drawn rate in words per minute (clamped to a natural range)."""
+    return min(max(rate / PIPER_RATE, PIPER_SPEED_RANGE[0]), PIPER_SPEED_RANGE[1])
+
+
+def pick_voice(rng: np.random.Generator, split: Split, piper_share: float = 0.0) -> VoiceSetting:
+    """A random voice of the split with a rate and pitch drawn from the plan's ranges;
+    with probability ``piper_share`` the Piper voice (no draw is made when it is 0, so
+    espeak-only datasets stay as they were)."""
+    if piper_share > 0.0 and rng.random() < piper_share:
+        rate = round(float(rng.triangular(RATE_RANGE[0], PIPER_RATE, RATE_RANGE[1])))
+        return VoiceSetting(PIPER_VOICE, rate, 0)
     voices = split_voices(split)
     voice = voices[int(rng.integers(len(voices)))]
     # Triangular: most speech near a normal pace, the extremes still covered.

