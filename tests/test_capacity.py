@@ -280,9 +280,11 @@ def test_bench_cycles_reads_the_server_after_each_checkpoint(tmp_path: Path, cap
         assert reading["rss_mb"] > 50 and reading["threads"] > 1 and reading["fds"] > 3
         assert sum(reading["thread_names"].values()) == reading["threads"]
         assert reading["children"] >= 0 and reading["children_rss_mb"] >= 0
-    # Finished calls leave no threads or fds behind (the first call may start pools).
+    # Finished calls leave no fds behind, nor a thread per call (pools started by the first
+    # calls may still grow by a thread or two up to their cap).
     first, last = report["readings"][1], report["readings"][-1]
-    assert last["threads"] <= first["threads"] and last["fds"] <= first["fds"], report["readings"]
+    assert last["threads"] <= first["threads"] + 2, report["readings"]
+    assert last["fds"] <= first["fds"], report["readings"]
     for cycle in report["per_cycle"]:
         assert cycle["first_media_s"] < 10 and cycle["teardown_s"] is not None
     assert {"rss_growth_mb", "threads_left", "fds_left", "children_left"} <= set(summary)

@@ -21,6 +21,7 @@ import soxr
 from aiohttp import web
 from loguru import logger
 from pipecat.frames.frames import (
+    ErrorFrame,
     InterruptionFrame,
     LLMFullResponseEndFrame,
     LLMFullResponseStartFrame,
@@ -42,6 +43,7 @@ from pydantic import SecretStr
 
 from pipelines.config import TTSSettings
 from pipelines.frames import AvatarImageFrame, PhonemeAudioRawFrame
+from pipelines.health import DependencyHealth
 from pipelines.stages.avatar import AvatarStage
 from pipelines.stages.tts import (
     EspeakTTSService,
@@ -489,3 +491,20 @@ def test_motion_data_can_speak_with_piper_and_keeps_its_espeak_draws() -> None:
     assert starts == sorted(starts) and timeline.phonemes[0].start >= 0.3  # the lead silence
     assert timeline.phonemes[-1].end <= timeline.duration
     assert abs(len(spoken.audio) / 16_000 - timeline.duration) < 1e-3
+
+
+async def test_an_unreachable_speech_server_is_reported_and_the_reply_goes_on() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    health = DependencyHealth()
+    tts, _ = create_tts_service(
+        TTSSettings(engine="openai", base_url=f"http://127.0.0.1:{port}/v1", timeout_s=2.0),
+        health=health,
+    )
+    started = time.monotonic()
+    _, up = await run_test(tts, frames_to_send=[TTSSpeakFrame("Is anybody there?")])
+    assert time.monotonic() - started < 5
+    errors = [f.error for f in up if isinstance(f, ErrorFrame)]
+    assert any("APIConnectionError" in e for e in errors), errors
+    assert health.describe()["tts"].startswith("failed (APIConnectionError) since 20")
