@@ -29,8 +29,9 @@ from typing import Any
 
 from agent.config import Settings
 
-#: Calls admitted per usable CPU core until a capacity has been measured.
-CALLS_PER_CORE = 1.0
+#: Calls admitted per usable CPU core until a capacity has been measured: measured on a
+#: 2-core machine, one call holds every budget and two do not (README, "Admission").
+CALLS_PER_CORE = 0.5
 #: The most calls ``server.max_sessions`` allows.
 MAX_CALLS = 256
 FILE_VERSION = 1
@@ -227,7 +228,7 @@ def resolve_max_sessions(settings: Settings, path: Path | None = None) -> tuple[
         )
     limit = per_core_default(key.cores)
     return limit, (
-        f"{limit} calls: {CALLS_PER_CORE:g} per CPU core ({key.cores} usable), since no "
+        f"{limit} call(s): {CALLS_PER_CORE:g} per CPU core ({key.cores} usable), since no "
         f"capacity is measured for this machine and avatar in {path}{problem}; run "
         "`visage bench load --find-capacity` to measure it, or set server.max_sessions"
     )

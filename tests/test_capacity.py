@@ -67,13 +67,13 @@ def test_a_capacity_saved_for_another_machine_or_avatar_is_not_used(
     assert len(json.loads(path.read_text())["records"]) == 2
 
     limit, why = resolve_max_sessions(settings, path)
-    assert limit == 2, "1 per core on 2 cores"
+    assert limit == 1, "half a call per core on 2 cores"
     assert "per CPU core" in why and "--find-capacity" in why
     assert resolve_max_sessions(small, path)[0] == 6
 
     # The same machine with more cores is another machine.
     monkeypatch.setattr(capacity, "usable_cores", lambda: 4)
-    assert resolve_max_sessions(small, path)[0] == 4
+    assert resolve_max_sessions(small, path)[0] == 2
 
 
 def test_saving_again_replaces_the_record_with_the_same_key(
@@ -89,7 +89,7 @@ def test_saving_again_replaces_the_record_with_the_same_key(
 
 def test_per_core_default_and_its_floor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     missing = tmp_path / "none.json"
-    for cores, expected in ((1, 1), (2, 2), (16, 16), (1000, 256)):
+    for cores, expected in ((1, 1), (2, 1), (16, 8), (1000, 256)):
         monkeypatch.setattr(capacity, "usable_cores", lambda cores=cores: cores)
         assert resolve_max_sessions(Settings(), missing)[0] == expected, cores
 
@@ -106,7 +106,7 @@ def test_a_broken_capacity_file_falls_back_and_says_so(tmp_path: Path, two_cores
     for text in ("{not json", '{"records": [{"key": {"cpu": "x"}, "capacity": 2}]}', "[]"):
         path.write_text(text)
         limit, why = resolve_max_sessions(Settings(), path)
-        assert limit == 2, text
+        assert limit == 1, text  # the per-core default on 2 cores
         assert str(path) in why, why
         assert "cannot be read" in why or "not one" in why, why
     save_record(new_record(Settings(), 4), path)  # a good file replaces a broken one
