@@ -34,16 +34,29 @@ $(VENV)/.chromium: | $(BIN)/python
 	  else sudo apt-get update -qq && sudo apt-get install -y -qq chromium; fi; }
 	@touch $@
 
+# coturn's turnserver for the TURN relay test (tests/test_turn_relay.py), from Debian.
+# Only the binary is used: the test starts its own on loopback. Installed when missing;
+# the system service the package enables (an open relay on every interface with the
+# stock config) is stopped and disabled at once.
+$(VENV)/.coturn: | $(BIN)/python
+	@command -v turnserver >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq coturn && \
+	  { $$SUDO systemctl disable --now coturn >/dev/null 2>&1 || true; }; }
+	@touch $@
+
 # Model files that ship only inside wheels we cannot install (MediaPipe's face models in
 # mediapipe, Moonshine tiny-en in moonshine-voice 0.0.4): taken out into ~/.cache/visage/models
 # and checked against pinned sha256 (a no-op once they are there).
 install: $(VENV)/.installed
 	$(BIN)/visage models fetch
 
-install-dev: install $(VENV)/.installed-dev $(VENV)/.chromium
+install-dev: install $(VENV)/.installed-dev $(VENV)/.chromium $(VENV)/.coturn
 
+# make demo AVATAR=astronaut: the sample portrait (made by make install) instead of the
+# stylised face.
 demo: install
-	$(BIN)/visage serve
+	$(BIN)/visage serve $(if $(AVATAR),--avatar $(AVATAR))
 
 test: install-dev
 	$(BIN)/python -m pytest -q -rs

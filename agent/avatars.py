@@ -106,6 +106,19 @@ def cmd_avatar_show(args: argparse.Namespace, settings: SettingsLoader) -> int:
     return 0
 
 
+def cmd_avatar_sample(args: argparse.Namespace, settings: SettingsLoader) -> int:
+    """Make the sample avatar ``astronaut`` (scikit-image's public-domain astronaut)."""
+    from renderer.portrait.avatar import AvatarError
+    from renderer.portrait.models import ModelFileError
+    from renderer.portrait.sample import install_sample_avatar
+
+    try:
+        install_sample_avatar(settings(args).avatar.dir, force=args.force, wheel=args.wheel)
+    except (AvatarError, ModelFileError) as exc:
+        return _fail(str(exc))
+    return 0
+
+
 def add_avatar_parsers(
     sub: Any, add_config_flags: Callable[[argparse.ArgumentParser], None], settings: SettingsLoader
 ) -> None:
@@ -139,6 +152,19 @@ def add_avatar_parsers(
     remove.add_argument("name")
     add_config_flags(remove)
     remove.set_defaults(func=partial(cmd_avatar_remove, settings=settings))
+
+    sample = avatar_sub.add_parser(
+        "sample",
+        help="make the sample avatar 'astronaut' (make install runs it)",
+        description="Takes scikit-image's astronaut (a public-domain NASA portrait) out of "
+        "the scikit-image 0.26.0 wheel (pip download --no-deps, never installed), checks its "
+        "pinned sha256, and creates the avatar 'astronaut' from it in avatar.dir. Does "
+        "nothing when an intact one is there.",
+    )
+    sample.add_argument("--wheel", type=Path, help="a scikit-image 0.26.0 wheel already on disk")
+    sample.add_argument("--force", action="store_true", help="make it again")
+    add_config_flags(sample)
+    sample.set_defaults(func=partial(cmd_avatar_sample, settings=settings))
 
     show = avatar_sub.add_parser("show", help="draw an avatar's landmarks on its photo (PNG)")
     show.add_argument("name")

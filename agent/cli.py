@@ -51,7 +51,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
     from loguru import logger
 
+    from agent.log_privacy import add_log_sink
     from agent.server.app import create_app
+    from agent.server.gate import open_server_warning
     from pipelines.conversation import check_engines
     from pipelines.stages.stt import STTEngineError
     from pipelines.stages.tts import TTSEngineError
@@ -61,7 +63,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.avatar:
         settings.avatar.face = args.avatar
     logger.remove()
-    logger.add(sys.stderr, level=settings.server.log_level)
+    add_log_sink(sys.stderr, settings.server.log_level)
     try:
         check_engines(settings.stt, settings.llm, settings.tts)
         build_drawer(settings.avatar)  # a missing portrait fails now, not on the first call
@@ -69,6 +71,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"visage serve: {exc}", file=sys.stderr)
         return 2
     app = create_app(settings, long_running=True)
+    if warning := open_server_warning(settings.server):
+        logger.warning(warning)
     host = "localhost" if settings.server.host in ("127.0.0.1", "0.0.0.0") else settings.server.host
     print(f"Visage is serving the call page at http://{host}:{settings.server.port}/", flush=True)
     uvicorn.run(
@@ -99,26 +103,53 @@ def _write_json(path: Path | None, data: dict[str, Any]) -> None:
         print(f"wrote {path}")
 
 
+def render_bench_runs(threads: int | None, device: str | None) -> list[tuple[str, int]]:
+    """(device, threads) to time: those asked for, else one CPU thread, all CPU threads,
+    and CUDA when torch sees it."""
+    import os
+
+    import torch
+
+    if threads is not None or device is not None:
+        return [(device or "cpu", threads or 1)]
+    runs = [("cpu", 1)]
+    if (os.cpu_count() or 1) > 1:
+        runs.append(("cpu", os.cpu_count() or 1))
+    if torch.cuda.is_available():
+        runs.append(("cuda", 1))
+    return runs
+
+
 def cmd_bench_render(args: argparse.Namespace) -> int:
-    """Time the face drawer (``--face``, default ``avatar.face`` of the settings)."""
-    from renderer.bench import bench_frames
+    """Time the face drawer (``--avatar``, default ``avatar.face`` of the settings)."""
+    from renderer.bench import bench_frames, format_table
 
     avatar = _settings(args).avatar
-    face = args.face or avatar.face
+    face = args.avatar or avatar.face
+    width = args.size or args.width
+    height = args.size or args.height
+    if not 16 <= width <= 4096 or not 16 <= height <= 4096:
+        return _fail(f"the frame size must be 16 to 4096 pixels, got {width}x{height}")
+    results = []
     try:
-        result = bench_frames(
-            avatars_dir=avatar.dir,
-            width=args.width,
-            height=args.height,
-            frames=args.frames,
-            threads=args.threads,
-            device=args.device,
-            face=face,
-        )
+        for device, threads in render_bench_runs(args.threads, args.device):
+            results.append(
+                bench_frames(
+                    avatars_dir=avatar.dir,
+                    width=width,
+                    height=height,
+                    frames=args.frames,
+                    threads=threads,
+                    device=device,
+                    face=face,
+                    batch=args.batch,
+                )
+            )
     except ValueError as exc:
         return _fail(str(exc))
-    _print_table(result)
-    _write_json(args.json, result)
+    print(f"{face} drawer, the bench's motion sweep (every channel moving):")
+    print(format_table(results))
+    _write_json(args.json, {"runs": results})
     return 0
 
 
@@ -219,6 +250,9 @@ def cmd_bench_cycles(args: argparse.Namespace) -> int:
 DEFAULT_MOTION_DATA = Path("artifacts/motion-data")
 # The held-out test sentences spoken by the Piper voice (visage motion eval --voice piper).
 DEFAULT_PIPER_MOTION_DATA = Path("artifacts/motion-data-piper")
+# The training mix of the shipped weights: this share of every split spoken by Piper.
+SHIPPED_PIPER_SHARE = 0.35
+DEFAULT_MIX_MOTION_DATA = Path("artifacts/motion-data-mix")
 
 
 def _motion_dataset(data: Path, workers: int = 1, **build: Any) -> Any:
@@ -256,8 +290,18 @@ def cmd_motion_train(args: argparse.Namespace) -> int:
         seed=args.seed,
         device=args.device,
         threads=args.threads,
+        init=str(args.init) if args.init else None,
+        quiet_mouth_weight=(
+            TrainConfig.quiet_mouth_weight
+            if args.quiet_mouth_weight is None
+            else args.quiet_mouth_weight
+        ),
     )
-    info = _motion_dataset(args.data, args.workers)
+    if not 0.0 <= args.piper_share <= 1.0:
+        return _fail(f"--piper-share must be between 0 and 1, got {args.piper_share}")
+    if args.data is None:
+        args.data = DEFAULT_MIX_MOTION_DATA if args.piper_share else DEFAULT_MOTION_DATA
+    info = _motion_dataset(args.data, args.workers, piper_share=args.piper_share)
     train_utts, val_utts = load_split(args.data, "train"), load_split(args.data, "val")
     meta = {
         "command": "visage " + " ".join(getattr(args, "argv", [])),
@@ -411,7 +455,13 @@ def _add_motion_parser(sub: Any) -> None:
     motion_sub = motion.add_subparsers(dest="motion_command", required=True)
 
     train = motion_sub.add_parser("train", help="train MotionDiT on the synthetic dataset")
-    train.add_argument("--data", type=Path, default=DEFAULT_MOTION_DATA, help="dataset folder")
+    train.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help=f"dataset folder (default {DEFAULT_MIX_MOTION_DATA}, or {DEFAULT_MOTION_DATA} "
+        "with --piper-share 0)",
+    )
     train.add_argument("--out", type=Path, default=None, help="checkpoint to write")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument(
@@ -427,6 +477,25 @@ def _add_motion_parser(sub: Any) -> None:
     train.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     train.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     train.add_argument("--workers", type=int, default=2, help="processes building the dataset")
+    train.add_argument(
+        "--piper-share",
+        type=float,
+        default=SHIPPED_PIPER_SHARE,
+        help=f"share of utterances spoken by the Piper voice (default {SHIPPED_PIPER_SHARE}, "
+        "as the shipped weights; 0: espeak-ng only)",
+    )
+    train.add_argument(
+        "--quiet-mouth-weight",
+        type=float,
+        default=None,
+        help="loss weight of the mouth channels on silent frames (keeps pauses shut; default 12)",
+    )
+    train.add_argument(
+        "--init",
+        type=Path,
+        default=None,
+        help="fine-tune from this checkpoint (keeps its size and normalisation)",
+    )
     train.set_defaults(func=cmd_motion_train)
 
     ev = motion_sub.add_parser("eval", help="learned vs procedural metrics on the test split")
@@ -490,15 +559,15 @@ def cmd_render(args: argparse.Namespace) -> int:
     avatar.update(width=args.size, height=args.size, fps=args.fps)
     if args.avatar:
         avatar["face"] = args.avatar  # the drawer factory resolves the name
-    tts = settings.tts
+    said_by = ""
     try:
         clip.check_output(args.out)
         if args.audio is not None:
             speech = clip.speech_from_wav(args.audio)
         else:
-            speech = clip.speech_from_text(
-                args.text, voice=tts.voice or "en-us", rate=tts.rate, pitch=tts.pitch
-            )
+            from agent.tts_commands import speech_for_clip
+
+            speech, said_by = speech_for_clip(args.text, settings.tts)
         avatar_settings = type(settings.avatar).model_validate(avatar)
         torch.set_num_threads(avatar_settings.torch_threads)  # as the server sets it
         report = clip.render_clip(speech, avatar_settings, args.out, progress=not args.quiet)
@@ -508,7 +577,7 @@ def cmd_render(args: argparse.Namespace) -> int:
         logger.opt(exception=exc).error(f"visage render failed: {exc}")
         print(f"visage: {args.out} was not written: {exc}", file=sys.stderr)
         return 1
-    print(report.describe())
+    print(report.describe() + (f"; said by {said_by}" if said_by else ""))
     return 0
 
 
@@ -521,7 +590,9 @@ def _add_render_parser(sub: Any) -> None:
     )
     said = render.add_mutually_exclusive_group(required=True)
     said.add_argument("--audio", type=Path, help="speech to say: a WAV file (any rate, channels)")
-    said.add_argument("--text", help="words to say, spoken by the configured TTS (espeak-ng)")
+    said.add_argument(
+        "--text", help="words to say, spoken by the configured TTS (tts.engine; Piper by default)"
+    )
     render.add_argument("--out", type=Path, required=True, help="MP4 file to write")
     render.add_argument(
         "--avatar", help="avatar name (sets avatar.face; default: the configured face)"
@@ -578,12 +649,23 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="benchmarks that print a table and can write JSON")
     bench_sub = bench.add_subparsers(dest="bench_command", required=True)
     render = bench_sub.add_parser("render", help="avatar frame render time")
+    render.add_argument("--size", type=int, help="square frame size (e.g. 256 or 512)")
     render.add_argument("--width", type=int, default=512)
     render.add_argument("--height", type=int, default=512)
     render.add_argument("--frames", type=int, default=200)
-    render.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    render.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    render.add_argument("--face", help="face drawer (default: avatar.face of the settings)")
+    render.add_argument("--batch", type=int, default=1, help="frames per call, as N sessions")
+    render.add_argument(
+        "--threads",
+        type=int,
+        help="torch CPU threads (default: one thread, then all, then CUDA if present)",
+    )
+    render.add_argument("--device", choices=["cpu", "cuda"], help="only this device")
+    render.add_argument(
+        "--avatar",
+        "--face",
+        dest="avatar",
+        help="portrait avatar or face drawer (default: avatar.face of the settings)",
+    )
     render.add_argument("--json", type=Path, help="also write the figures here")
     _add_config_flags(render)
     render.set_defaults(func=cmd_bench_render)

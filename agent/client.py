@@ -251,14 +251,24 @@ class AvatarClient:
                     kept = rgb if self.keep_video else None
                     self.received.video.append((now, pts, kept, probe, sent))
 
-    async def connect(self, timeout_s: float = 15.0) -> None:
-        """Offer, apply the answer, and wait until media flows."""
+    async def connect(
+        self, timeout_s: float = 15.0, *, token: str | None = None, origin: str | None = None
+    ) -> None:
+        """Offer, apply the answer, and wait until media flows. ``token``: a session token
+        (POST /api/session), sent as ``request_data.token``; ``origin``: an Origin header,
+        as a browser page on that origin would send."""
         self._pc.addTrack(self.mic)
         self._pc.addTransceiver("video", direction="recvonly")
         await self._pc.setLocalDescription(await self._pc.createOffer())
-        offer = {"sdp": self._pc.localDescription.sdp, "type": self._pc.localDescription.type}
+        offer: dict[str, Any] = {
+            "sdp": self._pc.localDescription.sdp,
+            "type": self._pc.localDescription.type,
+        }
+        if token is not None:
+            offer["request_data"] = {"token": token}
+        headers = {"Origin": origin} if origin else None
         async with httpx.AsyncClient(timeout=timeout_s) as http:
-            response = await http.post(f"{self.base_url}/api/offer", json=offer)
+            response = await http.post(f"{self.base_url}/api/offer", json=offer, headers=headers)
         if response.status_code != 200:
             raise RuntimeError(f"offer refused ({response.status_code}): {response.text}")
         answer = response.json()

@@ -464,10 +464,13 @@ def cmd_fetch_whisper_base(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_fetch_all(args: argparse.Namespace) -> int:
-    """Every file ``make install`` needs: the face models and Moonshine tiny-en."""
+def cmd_fetch_all(args: argparse.Namespace, settings: SettingsLoader) -> int:
+    """Every file ``make install`` needs: the face models, Moonshine tiny-en and the
+    sample portrait (made into the avatar ``astronaut``)."""
+    from agent.avatars import cmd_avatar_sample
+
     args.dir = args.wheel = None
-    return cmd_fetch_face(args) or cmd_fetch_speech(args)
+    return cmd_fetch_face(args) or cmd_fetch_speech(args) or cmd_avatar_sample(args, settings)
 
 
 def _fetch_flags(parser: argparse.ArgumentParser, wheel_help: str | None) -> None:
@@ -495,10 +498,12 @@ def add_models_parsers(
 
     fetch = models_sub.add_parser(
         "fetch",
-        help="fetch every model file make install needs (fetch-face and fetch-speech)",
+        help="fetch every model file make install needs (fetch-face, fetch-speech and "
+        "the sample avatar)",
     )
     fetch.add_argument("--force", action="store_true", help="fetch again even if intact")
-    fetch.set_defaults(func=cmd_fetch_all)
+    add_config_flags(fetch)
+    fetch.set_defaults(func=partial(cmd_fetch_all, settings=settings))
 
     face = models_sub.add_parser(
         "fetch-face",

@@ -17,6 +17,7 @@ import aioice.ice
 import torch
 
 from agent.config import Settings
+from agent.log_privacy import install_log_redaction
 from pipelines import compat
 
 #: Unanswered ICE consent checks in a row that end a call (see server.vanished_peer_s).
@@ -27,6 +28,7 @@ LOOPBACK = "127.0.0.1"
 
 def configure_process(settings: Settings) -> None:
     """Apply the process-wide settings. Idempotent."""
+    install_log_redaction()  # conversation text stays out of pipecat's log lines
     # The calls' render and synthesis threads must not queue behind the event loop for
     # the interpreter lock (see ServerSettings.thread_switch_ms).
     sys.setswitchinterval(settings.server.thread_switch_ms / 1000)

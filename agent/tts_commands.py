@@ -54,6 +54,8 @@ class Spoken:
     """What a TTS service said: int16 mono PCM at ``sample_rate`` and when it came."""
 
     audio: bytearray = field(default_factory=bytearray)
+    # The audio as it came, frame by frame, with the phonemes each frame carried.
+    pieces: list[tuple[bytes, list[Any]]] = field(default_factory=list)
     sample_rate: int = 0
     first_audio_s: float | None = None
     total_s: float = 0.0
@@ -95,6 +97,7 @@ async def speak_through_service(service: Any, text: str, *, timeout_s: float = 1
                 if frame.sample_rate != spoken.sample_rate:  # no service mixes rates
                     raise RuntimeError("the service changed its sample rate mid-reply")
                 spoken.audio += frame.audio
+                spoken.pieces.append((frame.audio, list(getattr(frame, "phonemes", []))))
             elif isinstance(frame, ErrorFrame):
                 spoken.errors.append(frame.error)
             elif isinstance(frame, TTSStoppedFrame):
@@ -123,6 +126,26 @@ async def speak_through_service(service: Any, text: str, *, timeout_s: float = 1
             await worker.cancel()
             await asyncio.wait_for(run, 10.0)
     return spoken
+
+
+def speech_for_clip(text: str, tts: Any) -> tuple[Any, str]:
+    """``text`` said by the configured TTS (``tts``, the settings' section) as a call says
+    it, as ``visage render`` takes it, and which engine said it; ``ClipError`` when it
+    cannot."""
+    from pipelines.stages.tts import TTSEngineError, create_tts_service
+    from renderer.clip import ClipError, Speech
+
+    if not text.strip():
+        raise ClipError("--text is empty; give the words the avatar should say")
+    try:
+        service, why = create_tts_service(tts, paced=False)
+    except TTSEngineError as exc:
+        raise ClipError(str(exc)) from exc
+    spoken = asyncio.run(speak_through_service(service, text))
+    if spoken.errors or not spoken.audio:
+        reason = "; ".join(spoken.errors) or "it made no audio"
+        raise ClipError(f"the TTS could not say --text {text!r}: {reason}")
+    return Speech(spoken.pieces, spoken.sample_rate), why
 
 
 def write_wav(path: Path, pcm: bytes, sample_rate: int) -> None:

@@ -128,26 +128,6 @@ def speech_from_wav(path: Path) -> Speech:
     return Speech(pieces, rate)
 
 
-def speech_from_text(text: str, *, voice: str, rate: int, pitch: int) -> Speech:
-    """``text`` spoken by espeak-ng, chunk by chunk with its phoneme marks, as the TTS
-    stage streams it; ``ClipError`` for empty text or a voice espeak-ng does not have."""
-    from speech.espeak import EspeakEngine
-
-    if not text.strip():
-        raise ClipError("--text is empty; give the words the avatar should say")
-    engine = EspeakEngine()
-    try:
-        stream = engine.stream(text, voice=voice, rate=rate, pitch=pitch)
-    except ValueError as exc:
-        raise ClipError(str(exc)) from exc
-    with stream:
-        pieces = [(chunk.audio, list(chunk.phonemes)) for chunk in stream]
-    speech = Speech(pieces, engine.sample_rate)
-    if speech.samples == 0:
-        raise ClipError(f"espeak-ng made no audio for --text {text!r}; give words it can say")
-    return speech
-
-
 def clip_sample_rate(rate: int, fps: int) -> int:
     """The clip's audio rate: ``rate`` itself when AAC takes it and a frame period holds a
     whole number of its samples, else the nearest such rate at or above it."""

@@ -1,8 +1,9 @@
 """Piper neural text to speech (``piper-tts``) with the packaged en_US "joe" voice.
 
 Piper (VITS on onnxruntime) synthesises a whole sentence per model run, so speech is
-streamed sentence by sentence, and a long first sentence is split at its first clause
-(a comma, semicolon, colon or dash) so that the first audio comes after a short run.
+streamed sentence by sentence, and the first sentence is cut after its first few words
+(at a clause, else before a joining word) so that the first audio comes after a short
+run; the cut is spoken as a comma, so its intonation carries on.
 Each run's audio is cut into ~50 ms chunks carrying the phonemes and words that start
 in them, exactly as espeak-ng's are (``speech/stream.py``), from Piper's alignments
 (samples per phoneme): phoneme marks in espeak-ng's IPA style for the procedural mouth,
@@ -54,12 +55,30 @@ PINNED_SHA256 = {
     ),
 }
 CHUNK_MS = 50
+#: Silence kept after a piece cut mid-clause: Piper ends every run with a sentence's
+#: pause (about 0.2 s), which would stall the phrase where it was cut.
+CUT_TAIL_MS = 50
+#: Silence kept before a reply's first word and after a cut: Piper starts a run with a
+#: drawn pause of 10 to 350 ms, which the caller would wait through.
+LEAD_MS = 30
 #: Bumped whenever the marks made from the same alignments change (cached datasets).
 MARKS_VERSION = 2
-#: A first sentence with more words than this is split at its first clause boundary.
-FIRST_CLAUSE_WORDS = 6
-#: ... if the clause before the boundary has at least this many words.
-MIN_CLAUSE_WORDS = 2
+#: A reply's first piece has at most this many words (about a second of speech): Piper
+#: runs a whole piece at once, so its length is the wait for the first audio.
+FIRST_PIECE_WORDS = 4
+#: A first sentence this short is spoken whole.
+WHOLE_FIRST_WORDS = 5
+#: Where a first sentence without an early clause is cut: before one of these words.
+_JOINING_WORDS = frozenset(
+    "to that and but or so because when while with for of in on at after before since "
+    "if as like into about than which who where until".split()
+)
+#: Words that lean on the next one: a piece never ends with them.
+_LEANING_WORDS = frozenset(
+    "a an the my your our his her their its this these those to of in on at for with by "
+    "from did do does is are was were be will would can could should not very and or but "
+    "i you we they he she it i'm you're we're".split()
+)
 
 # Piper's phoneme symbols (piper.const) and how they become marks.
 _BOS, _EOS = "^", "$"
@@ -158,17 +177,69 @@ def model_files(model: str | Path | None = None, *, verify: bool = True) -> list
 
 def split_text(text: str, *, split_first: bool = True) -> list[str]:
     """Sentences of ``text``; with ``split_first``, a first sentence of more than
-    ``FIRST_CLAUSE_WORDS`` words is split after its first clause of at least
-    ``MIN_CLAUSE_WORDS`` words (so its audio comes sooner)."""
+    ``WHOLE_FIRST_WORDS`` words loses its first ``FIRST_PIECE_WORDS`` words or fewer as a
+    piece of its own (so its audio comes sooner): up to its first clause boundary if
+    that comes early enough, else before the last joining word ("to", "and", ...) among
+    them, else after the last of them that does not lean on the next ("the", "my", ...)."""
     pieces = [p.strip() for p in _SENTENCE_END.split(text) if p and p.strip()]
-    if not split_first or not pieces or len(pieces[0].split()) <= FIRST_CLAUSE_WORDS:
+    if not split_first or not pieces:
         return pieces
-    first = pieces[0]
-    for boundary in _CLAUSE.finditer(first):
-        head, tail = first[: boundary.end()].strip(), first[boundary.end() :].strip()
-        if len(head.split()) >= MIN_CLAUSE_WORDS and len(tail.split()) >= 2:
+    words = pieces[0].split()
+    if len(words) <= WHOLE_FIRST_WORDS:
+        return pieces
+    for boundary in _CLAUSE.finditer(pieces[0]):
+        head, tail = pieces[0][: boundary.end()].strip(), pieces[0][boundary.end() :].strip()
+        if len(head.split()) <= FIRST_PIECE_WORDS and len(tail.split()) >= 2:
             return [head, tail, *pieces[1:]]
-    return pieces
+        break
+
+    def bare(word: str) -> str:
+        return word.lower().strip("\"'()")
+
+    span = range(FIRST_PIECE_WORDS, 1, -1)
+    cut = next((n for n in span if bare(words[n]) in _JOINING_WORDS), None)
+    if cut is None:
+        cut = next((n for n in span if bare(words[n - 1]) not in _LEANING_WORDS), None)
+    if cut is None:
+        return pieces
+    return [" ".join(words[:cut]), " ".join(words[cut:]), *pieces[1:]]
+
+
+def trim_tail(
+    audio: np.ndarray, alignments: list[tuple[str, int]], keep: int
+) -> tuple[np.ndarray, list[tuple[str, int]]]:
+    """``audio`` and its alignments with the pause after the last phoneme cut to ``keep``
+    samples (the pause symbols' counts shrunk from the end)."""
+    spoken = len(alignments)
+    while spoken and (alignments[spoken - 1][0] in _PAUSES | _SILENT):
+        spoken -= 1
+    end = sum(n for _, n in alignments[:spoken]) + keep
+    if end >= len(audio):
+        return audio, alignments
+    excess = sum(n for _, n in alignments) - end
+    trimmed = list(alignments)
+    for i in range(len(trimmed) - 1, spoken - 1, -1):
+        symbol, n = trimmed[i]
+        taken = min(n, excess)
+        trimmed[i] = (symbol, n - taken)
+        excess -= taken
+    return audio[:end], trimmed
+
+
+def trim_lead(
+    audio: np.ndarray, alignments: list[tuple[str, int]], keep: int
+) -> tuple[np.ndarray, list[tuple[str, int]]]:
+    """``audio`` and its alignments with the pause before the first phoneme (the
+    sentence start's) cut to ``keep`` samples."""
+    if not alignments or alignments[0][0] != _BOS or alignments[0][1] <= keep:
+        return audio, alignments
+    excess = alignments[0][1] - keep
+    return audio[excess:], [(_BOS, keep), *alignments[1:]]
+
+
+def continues(piece: str) -> bool:
+    """Whether ``piece`` was cut from its sentence mid-clause (it ends without a pause)."""
+    return not piece.rstrip("\"')]").endswith(tuple(_PAUSES))
 
 
 # --- phoneme and word timing from Piper's alignments -------------------------------
@@ -307,9 +378,10 @@ class _Voice:
     def count_groups(self, text: str) -> int:
         return sum(len(_groups(s)) for s in self.phonemize(text))
 
-    def sentences(self, piece: str) -> list[_Sentence]:
-        """The model runs for one piece of text, each with the words it speaks."""
-        runs = [s for s in self.phonemize(piece) if _groups(s)]
+    def sentences(self, piece: str, *, cut: bool = False) -> list[_Sentence]:
+        """The model runs for one piece of text, each with the words it speaks; a ``cut``
+        piece (more of its sentence follows) is spoken as if it ended in a comma."""
+        runs = [s for s in self.phonemize(piece + "," if cut else piece) if _groups(s)]
         words = piece.split()
         total = sum(len(_groups(s)) for s in runs)
         # Spoken words (phoneme groups) of each prefix of the text's words: espeak-ng
@@ -410,14 +482,20 @@ class _Synthesis(Synthesis):
         self.split_first = split_first
         self.chunk_samples = chunk_samples
         self.options = voice._onnxruntime.RunOptions()
+        self.cut_tail_samples = voice.sample_rate * CUT_TAIL_MS // 1000
+        self.lead_samples = voice.sample_rate * LEAD_MS // 1000
 
     def on_abort(self) -> None:
         # onnxruntime stops a run in progress at its next operator.
         self.options.terminate = True
 
     def produce(self) -> None:
-        for piece in split_text(self.text, split_first=self.split_first):
-            for sentence in self.voice.sentences(piece):
+        pieces = split_text(self.text, split_first=self.split_first)
+        # Only a reply's first words and those after a cut start without a pause.
+        lead = self.split_first
+        for i, piece in enumerate(pieces):
+            cut = i + 1 < len(pieces) and continues(piece)
+            for sentence in self.voice.sentences(piece, cut=cut):
                 if self.stop_requested():
                     return
                 try:
@@ -426,8 +504,14 @@ class _Synthesis(Synthesis):
                     if self.stop_requested():
                         return  # terminated on purpose
                     raise
+                if lead:
+                    audio, alignments = trim_lead(audio, alignments, self.lead_samples)
+                    lead = False
+                if cut:
+                    audio, alignments = trim_tail(audio, alignments, self.cut_tail_samples)
                 if not all(self.put(c) for c in self._chunks(sentence, audio, alignments)):
                     return
+            lead = cut
 
     def _chunks(
         self, sentence: _Sentence, audio: np.ndarray, alignments: list[tuple[str, int]]

@@ -11,9 +11,8 @@ import pytest
 
 from agent.browser import chromium_page, page_snapshot, running_server, write_speech_wav
 from agent.config import Settings
-from renderer.frames.stylised.face import StylisedFace
-from renderer.motion.space import IDX, neutral_motion
 from speech.wer import normalize
+from tests.helpers.mouth import mouth_activity, mouth_box
 from tests.helpers.waiting import wait_until
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
@@ -23,40 +22,6 @@ QUESTION = "Hello, what is your name?"
 QUESTION_KEY_WORDS = {"what", "your", "name"}
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-
-
-def mouth_box(size: int = 256) -> tuple[float, float, float, float]:
-    """Where the mouth is on screen: the pixels that change when the jaw opens, padded."""
-    face = StylisedFace(size, size, device="cpu")
-    open_jaw = neutral_motion()
-    open_jaw[IDX["jawOpen"]] = 1.0
-    changed = (
-        np.abs(face.render(open_jaw).astype(int) - face.render(neutral_motion()).astype(int)).sum(
-            axis=2
-        )
-        > 30
-    )
-    ys, xs = np.nonzero(changed)
-    pad = 0.02
-    return (
-        max(xs.min() / size - pad, 0.0),
-        max(ys.min() / size - pad, 0.0),
-        min(xs.max() / size + pad, 1.0),
-        min(ys.max() / size + pad, 1.0),
-    )
-
-
-def mouth_activity(frames: list[dict]) -> tuple[list[float], list[float]]:
-    """Mouth-region change per frame, split into loud-reply frames and quiet stretches."""
-    frames = [f for f in frames if f["t"] - frames[0]["t"] > 1000]  # skip the first second
-    loud_times = np.array([f["t"] for f in frames if f["rms"] >= 0.03])
-    talking = [f["mouthDiff"] for f in frames if f["rms"] >= 0.03]
-    silent = [
-        f["mouthDiff"]
-        for f in frames
-        if f["rms"] < 0.003 and (loud_times.size == 0 or np.abs(loud_times - f["t"]).min() > 500)
-    ]
-    return talking, silent
 
 
 def _reply_finished(snapshot: dict) -> bool:

@@ -47,6 +47,7 @@ from renderer.portrait.models import (
     model_path,
     models_dir,
 )
+from renderer.portrait.sample import SAMPLE_PHOTO
 
 
 @pytest.fixture(scope="module")
@@ -473,3 +474,42 @@ def test_a_changed_photo_is_detected(tmp_path: Path, photos: dict[str, Path]) ->
     (avatars / "ava" / "avatar.json").write_text("{")
     [info] = list_avatars(avatars)
     assert info.problem is not None and "avatar.json" in info.problem
+
+
+# --- the sample avatar -------------------------------------------------------------------
+
+
+def _sample_wheel(out: Path, corrupt: bool = False) -> Path:
+    """A stand-in for the scikit-image wheel holding its astronaut photo."""
+    data = (Path(skdata.__file__).parent / "astronaut.png").read_bytes()
+    if corrupt:
+        data = data[:-10] + bytes(10)
+    with zipfile.ZipFile(out, "w") as z:
+        z.writestr(SAMPLE_PHOTO.member, data)
+    return out
+
+
+def test_the_sample_avatar_is_made_once_from_the_checked_photo(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = tmp_path / "cache"
+    shutil.copytree(models_dir(), cache / "visage" / "models", ignore=shutil.ignore_patterns("s*"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    avatars = tmp_path / "avatars"
+    # An altered photo is refused and leaves neither a photo nor an avatar behind.
+    bad = _sample_wheel(tmp_path / "bad.whl", corrupt=True)
+    code, _, err = run(capsys, avatars, "avatar", "sample", "--wheel", str(bad))
+    assert code == 2 and "refusing it" in err
+    assert entries(avatars) == [] and not (cache / "visage/models/samples/astronaut.png").exists()
+
+    wheel = _sample_wheel(tmp_path / "scikit_image.whl")
+    code, out, err = run(capsys, avatars, "avatar", "sample", "--wheel", str(wheel))
+    assert code == 0, err
+    assert "sha256 ok" in out and "'astronaut' made" in out
+    assert load_avatar(avatars, "astronaut").image.shape == (512, 512, 3)
+    code, out, _ = run(capsys, avatars, "avatar", "sample", "--wheel", str(tmp_path / "gone"))
+    assert code == 0 and "already in" in out  # nothing fetched or made again
+    # A broken one is made again.
+    (avatars / "astronaut" / "avatar.json").write_text("{")
+    code, out, err = run(capsys, avatars, "avatar", "sample")
+    assert code == 0 and "'astronaut' made" in out, err

@@ -211,3 +211,17 @@ def test_an_unknown_avatar_names_the_known_ones(avatars: Path) -> None:
     settings = AvatarSettings(face="nobody", dir=avatars, device="cpu", width=64, height=64)
     with pytest.raises(ValueError, match=r"unknown face drawer 'nobody'.*known: astronaut"):
         build_drawer(settings)
+
+
+def test_the_bench_times_batches_of_frames(avatars: Path) -> None:
+    from renderer.bench import bench_frames, format_table
+
+    one = bench_frames(64, 64, frames=2, face="astronaut", avatars_dir=avatars)
+    batched = bench_frames(64, 64, frames=8, face="astronaut", avatars_dir=avatars, batch=4)
+    assert (one["batch"], one["frames"]) == (1, 3)  # at least three timed calls
+    assert (batched["batch"], batched["frames"]) == (4, 12)
+    assert batched["frame_ms"] == pytest.approx(batched["mean_ms"] / 4)
+    assert batched["fps"] == pytest.approx(4000 / batched["mean_ms"])
+    assert "astronaut" == batched["face"] and "64x64" in format_table([one, batched])
+    with pytest.raises(ValueError, match="--batch needs a portrait avatar"):
+        bench_frames(64, 64, frames=2, batch=2)  # the stylised face draws one at a time

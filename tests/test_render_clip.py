@@ -14,7 +14,9 @@ import pytest
 import soxr
 
 from agent.cli import main
-from renderer.clip import clip_sample_rate, speech_from_text
+from agent.config import Settings
+from agent.tts_commands import speech_for_clip
+from renderer.clip import clip_sample_rate
 from renderer.config import AvatarSettings
 from renderer.core import AvatarCore
 from renderer.player import AvatarPlayer
@@ -32,9 +34,11 @@ def render(*args: str) -> int:
 
 @pytest.fixture(scope="module")
 def flat_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """TEXT said by the FlatDrawer (red level = jaw opening), default motion (MotionDiT)."""
+    """TEXT said by the FlatDrawer (red level = jaw opening), default motion (MotionDiT),
+    in espeak-ng's voice (its timing is the same every time; Piper's is drawn)."""
     out = tmp_path_factory.mktemp("clip") / "flat.mp4"
-    assert render("--text", TEXT, "--avatar", FLAT_DRAWER, "--out", str(out)) == 0
+    espeak = ("--set", "tts.engine=espeak")
+    assert render("--text", TEXT, "--avatar", FLAT_DRAWER, *espeak, "--out", str(out)) == 0
     return out
 
 
@@ -59,8 +63,20 @@ def decode(path: Path) -> tuple[list[np.ndarray], np.ndarray, int]:
     return frames, audio[:length], rate  # AAC decodes whole 1024-sample frames
 
 
+def test_text_is_said_by_the_configured_voice_piper_by_default(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "piper.mp4"
+    assert render("--text", "Hello there.", "--avatar", FLAT_DRAWER, "--out", str(out)) == 0
+    assert "said by Piper" in capsys.readouterr().out
+    frames, samples, rate = decode(out)
+    assert 0.5 < len(samples) / rate < 2.0
+    assert abs(len(frames) / FPS - len(samples) / rate) < 1 / FPS
+
+
 def test_clip_has_h264_and_aac_at_the_asked_size_and_rate(flat_clip: Path) -> None:
-    speech_s = speech_from_text(TEXT, voice="en-us", rate=170, pitch=50).seconds
+    espeak = Settings().tts.model_copy(update={"engine": "espeak"})
+    speech_s = speech_for_clip(TEXT, espeak)[0].seconds
     with av.open(str(flat_clip)) as container:
         assert [s.type for s in container.streams] == ["video", "audio"]
         video, audio = container.streams.video[0], container.streams.audio[0]

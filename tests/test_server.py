@@ -31,9 +31,18 @@ async def http() -> httpx.AsyncClient:
 async def test_page_and_health(http: httpx.AsyncClient) -> None:
     page = await http.get("/")
     assert page.status_code == 200 and "<video" in page.text
-    for asset in ("/static/app.js", "/static/call.js", "/static/stats.js", "/static/style.css"):
+    for asset in (
+        "/static/app.js",
+        "/static/call.js",
+        "/static/controller.js",
+        "/static/stats.js",
+        "/static/style.css",
+    ):
         assert (await http.get(asset)).status_code == 200, asset
-    assert (await http.get("/widget.js")).headers["content-type"].startswith("text/javascript")
+    embed = await http.get("/embed.js")
+    assert embed.headers["content-type"].startswith("text/javascript")
+    assert "customElements.define" in embed.text
+    assert (await http.get("/widget.js")).text == embed.text  # the older snippet's address
     health = (await http.get("/health")).json()
     assert health["status"] == "ok" and health["sessions"] == 0 and health["max_sessions"] >= 1
 

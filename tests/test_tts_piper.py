@@ -57,7 +57,17 @@ from renderer.core import AvatarCore
 from renderer.player import AvatarPlayer
 from speech import piper
 from speech.espeak import synthesize
-from speech.piper import PiperEngine, PiperLoadError, alignment_marks, model_files, split_text
+from speech.piper import (
+    LEAD_MS,
+    PiperEngine,
+    PiperLoadError,
+    alignment_marks,
+    continues,
+    model_files,
+    split_text,
+    trim_lead,
+    trim_tail,
+)
 from speech.stream import SpeechChunk
 from tests.helpers.drawers import FLAT_DRAWER, jaw_of
 from tests.helpers.frames import Timestamps
@@ -105,26 +115,67 @@ def _no_synthesis_threads() -> bool:
 # The engine
 
 
-def test_a_long_first_sentence_is_split_at_its_first_clause() -> None:
+def test_a_long_first_sentence_loses_its_first_few_words_to_a_piece_of_their_own() -> None:
+    # At an early clause boundary ...
     assert split_text(LONG_FIRST) == [
         "Well now,",
         "I think that the weather today will be rather nice for a long walk by the sea.",
     ]
-    assert split_text("Every night it counted the ships that passed, and then it slept.") == [
-        "Every night it counted the ships that passed,",
-        "and then it slept.",
-    ]
-    # Sentence by sentence; a first sentence without a clause, and later ones, stay whole.
-    assert split_text(STORY) == [
-        "Once upon a time a small robot lived in a lighthouse by the sea.",
-        STORY.split("sea. ")[1],
-    ]
-    # A one-word clause is too short to go alone; a short sentence is not split.
     assert split_text("Yes, every night it counted the ships that passed by.") == [
-        "Yes, every night it counted the ships that passed by."
+        "Yes,",
+        "every night it counted the ships that passed by.",
+    ]
+    # ... else before a joining word among its first four words ...
+    assert split_text("I aim to start answering well under a second after you stop.") == [
+        "I aim",
+        "to start answering well under a second after you stop.",
+    ]
+    # ... else after the last of them that does not lean on the next word.
+    assert split_text("Every night it counted the ships that passed, and then it slept.") == [
+        "Every night it counted",
+        "the ships that passed, and then it slept.",
+    ]
+    assert split_text("Why did the avatar go to therapy? It had issues.") == [
+        "Why did the avatar",
+        "go to therapy?",
+        "It had issues.",
+    ]
+    # Sentence by sentence; later sentences and a short first one stay whole.
+    assert split_text(STORY) == [
+        "Once upon a time",
+        "a small robot lived in a lighthouse by the sea.",
+        STORY.split("sea. ")[1],
     ]
     assert split_text("How are you, my friend?") == ["How are you, my friend?"]
     assert split_text(LONG_FIRST, split_first=False) == [LONG_FIRST]
+
+
+def test_only_a_piece_cut_mid_clause_continues() -> None:
+    assert continues("I aim")
+    assert not continues("Well now,")
+    assert not continues("Why did the avatar go to therapy?")
+
+
+def test_a_cut_keeps_only_a_short_pause_and_a_reply_starts_at_once() -> None:
+    audio = np.arange(2000, dtype=np.float32)
+    aligned = [("^", 900), ("a", 500), (",", 300), (" ", 200), ("$", 100)]
+    tail, tail_aligned = trim_tail(audio, aligned, keep=100)
+    assert len(tail) == 900 + 500 + 100 and tail[-1] == 1499
+    assert tail_aligned == [("^", 900), ("a", 500), (",", 100), (" ", 0), ("$", 0)]
+    lead, lead_aligned = trim_lead(audio, aligned, keep=50)
+    assert len(lead) == 2000 - 850 and lead[0] == 850
+    assert lead_aligned == [("^", 50), *aligned[1:]]
+    # Nothing to trim: unchanged.
+    assert trim_lead(audio, [("^", 40), ("a", 1960)], keep=50)[0] is audio
+
+
+def test_the_first_word_of_a_reply_is_heard_at_once(engine: PiperEngine) -> None:
+    for _ in range(3):  # Piper draws its pauses at random
+        stream = engine.stream("Why did the avatar go to therapy? It had too many frames.")
+        first = next(stream)
+        stream.close(5.0)
+        spoken = [m for m in first.phonemes if m.ipa]
+        assert spoken and spoken[0].offset_s <= LEAD_MS / 1000 + 0.001
 
 
 def test_alignments_become_marks_in_espeaks_style() -> None:

@@ -1,5 +1,6 @@
-// The call page: wires VisageCall to the video, the buttons and the captions.
-import { VisageCall } from "./call.js";
+// The call page: wires a CallController (web/controller.js, shared with the embeddable
+// widget) to the video, the buttons, the captions and the message box.
+import { CallController } from "./controller.js";
 import { MediaStats } from "./stats.js";
 
 const params = new URLSearchParams(location.search);
@@ -12,12 +13,20 @@ const statusDot = $("status-dot");
 const userCaption = $("caption-user");
 const botCaption = $("caption-bot");
 const placeholder = $("placeholder");
+const chat = $("chat");
+const chatText = $("chat-text");
+const placeholderHtml = placeholder.innerHTML;
 
 const mouthRegion = params.get("mouth") ? params.get("mouth").split(",").map(Number) : null;
-const call = new VisageCall({
+const controller = new CallController({
   serverUrl: params.get("server") || "",
-  audioProcessing: params.get("audio_processing") !== "0",
+  callOptions: {
+    audioProcessing: params.get("audio_processing") !== "0",
+    // ?relay=1: connect only through the server's TURN relay (to debug a TURN set-up).
+    iceTransportPolicy: params.get("relay") === "1" ? "relay" : "all",
+  },
 });
+const call = controller.call;
 let stats = null;
 const debugOverlay = params.get("debug") === "1" ? $("debug") : null;
 if (debugOverlay) debugOverlay.hidden = false;
@@ -33,29 +42,41 @@ function showLatency(report) {
     `<table><caption>turn ${report.turn} (ms)</caption>` +
     `<tr><th>stage</th><th>took</th><th>budget</th></tr>${rows.join("")}</table>`;
 }
-let botWords = [];
 
 // Tests and benchmarks read this; it is also handy in the devtools console.
-window.visage = { call, stats: null, messages: [], userTranscripts: [], botTranscripts: [] };
+window.visage = {
+  call,
+  controller,
+  stats: null,
+  messages: [],
+  userTranscripts: [],
+  botTranscripts: [],
+};
 
-function setStatus(state, text) {
+controller.addEventListener("status", ({ detail }) => {
+  const { state, text } = detail;
   statusText.textContent = text;
   statusDot.dataset.state = state;
-}
-
-call.addEventListener("state", ({ detail }) => {
-  const { state, reason } = detail;
-  if (state === "connecting") setStatus("connecting", "Connecting…");
-  if (state === "connected") setStatus("connected", "Connected");
-  if (state === "idle") {
-    setStatus("idle", reason && reason !== "hung up" ? `Disconnected: ${reason}` : "Ready");
-    callButton.textContent = "Call";
-    callButton.classList.remove("danger");
-    muteButton.disabled = true;
+  const inCall = state === "connecting" || state === "connected" || state === "reconnecting";
+  callButton.textContent = inCall ? "Hang up" : "Call";
+  callButton.classList.toggle("danger", inCall);
+  muteButton.disabled = state !== "connected";
+  if (!inCall) {
     placeholder.hidden = false;
-    if (stats) stats.stop();
-    stats = null;
+    if (state === "error" || state === "ended") placeholder.textContent = text;
+    else placeholder.innerHTML = placeholderHtml;
   }
+});
+
+controller.addEventListener("disconnected", ({ detail }) => {
+  if (detail.reconnecting) return;
+  if (stats) stats.stop();
+  stats = null;
+});
+
+controller.addEventListener("connected", () => {
+  muteButton.textContent = "Mute";
+  muteButton.setAttribute("aria-pressed", "false");
 });
 
 function ensureStats() {
@@ -66,90 +87,63 @@ function ensureStats() {
   return stats;
 }
 
-call.addEventListener("mic", ({ detail }) => {
+controller.addEventListener("mic", ({ detail }) => {
   window.visage.micStartedAt = detail.startedAt;
   ensureStats().watchMic(detail.stream);
 });
 
-call.addEventListener("track", ({ detail }) => {
+controller.addEventListener("track", ({ detail }) => {
   if (video.srcObject !== detail.stream) video.srcObject = detail.stream;
   video.play().catch(() => {});
   placeholder.hidden = true;
   ensureStats().watchReply(detail.stream);
 });
 
-call.addEventListener("rtvi", ({ detail: message }) => {
+controller.addEventListener("caption", ({ detail }) => {
+  const element = detail.role === "bot" ? botCaption : userCaption;
+  element.textContent = detail.text;
+  element.classList.toggle("live", !!detail.live && !!detail.text);
+});
+
+controller.addEventListener("rtvi", ({ detail: message }) => {
   window.visage.messages.push({ t: performance.now(), type: message.type, data: message.data });
   const data = message.data || {};
-  switch (message.type) {
-    case "user-transcription":
-      if (data.final) {
-        window.visage.userTranscripts.push({ t: performance.now(), text: data.text });
-        userCaption.textContent = data.text;
-      }
-      break;
-    case "user-started-speaking":
-      userCaption.classList.add("live");
-      break;
-    case "user-stopped-speaking":
-      userCaption.classList.remove("live");
-      break;
-    case "bot-started-speaking":
-      botCaption.classList.add("live");
-      break;
-    case "bot-stopped-speaking":
-      botCaption.classList.remove("live");
-      break;
-    case "bot-llm-started":
-      botWords = [];
-      break;
-    case "bot-tts-text":
-      botWords.push(data.text);
-      botCaption.textContent = botWords.join(" ");
-      break;
-    case "bot-output":
-      if (data.spoken !== false && data.text) {
-        window.visage.botTranscripts.push({ t: performance.now(), text: data.text });
-      }
-      break;
-    case "server-message":
-      if (data.type === "visage-latency") {
-        window.visage.latency = window.visage.latency || [];
-        window.visage.latency.push(data);
-        if (debugOverlay) showLatency(data);
-      }
-      break;
-    case "error":
-      setStatus("error", `Error: ${data.error || data.message || "unknown"}`);
-      break;
+  if (message.type === "user-transcription" && data.final) {
+    window.visage.userTranscripts.push({ t: performance.now(), text: data.text });
+  } else if (message.type === "bot-output" && data.spoken !== false && data.text) {
+    window.visage.botTranscripts.push({ t: performance.now(), text: data.text });
+  } else if (message.type === "server-message" && data.type === "visage-latency") {
+    window.visage.latency = window.visage.latency || [];
+    window.visage.latency.push(data);
+    if (debugOverlay) showLatency(data);
   }
 });
 
-async function startCall() {
-  callButton.textContent = "Hang up";
-  callButton.classList.add("danger");
-  muteButton.disabled = false;
-  muteButton.textContent = "Mute";
-  try {
-    await call.start();
-  } catch (error) {
-    setStatus("error", `Could not connect: ${error.message || error}`);
-    callButton.textContent = "Call";
-    callButton.classList.remove("danger");
-  }
-}
+controller.addEventListener("error", ({ detail }) => {
+  statusText.textContent = `Error: ${detail.message}`;
+  statusDot.dataset.state = "error";
+});
 
 callButton.addEventListener("click", () => {
-  if (call.state === "idle") startCall();
-  else call.hangUp();
+  if (callButton.textContent === "Call") controller.start();
+  else controller.hangUp();
 });
 
 muteButton.addEventListener("click", () => {
   const muted = muteButton.textContent === "Unmute";
-  call.setMicEnabled(muted);
+  controller.setMicEnabled(muted);
   muteButton.textContent = muted ? "Mute" : "Unmute";
   muteButton.setAttribute("aria-pressed", String(!muted));
 });
 
-setStatus("idle", "Ready");
-if (params.get("autostart") === "1") startCall();
+// Typed chat: RTVI send-text, a user turn with a spoken answer (starts a call if needed).
+chat.addEventListener("submit", (event) => {
+  event.preventDefault();
+  const text = chatText.value.trim();
+  if (!text) return;
+  chatText.value = "";
+  controller.sendText(text);
+});
+
+statusText.textContent = "Ready";
+if (params.get("autostart") === "1") controller.start();

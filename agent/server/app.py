@@ -17,6 +17,10 @@ from loguru import logger
 import web
 from agent.config import Settings
 from agent.process import configure_process
+from agent.server.access import TokenError
+from agent.server.cors import AccessMiddleware
+from agent.server.gate import Gate, RateLimitedError, caller_address
+from agent.server.ice import browser_ice_servers
 from agent.server.sessions import (
     SessionLimitError,
     SessionManager,
@@ -66,11 +70,6 @@ def _rejected(request: Request, exc: BaseException, what: str) -> SignallingErro
     return SignallingError(f"{what}; the server logged it as error {error_id}")
 
 
-def caller_address(request: Request) -> str:
-    """The network address a request came from: a call's owner (proxies are not trusted)."""
-    return request.client.host if request.client is not None else "unknown"
-
-
 def create_app(
     settings: Settings, sessions: SessionManager | None = None, *, long_running: bool = False
 ) -> FastAPI:
@@ -79,6 +78,7 @@ def create_app(
     configure_process(settings)
     manager = sessions or SessionManager(settings, freeze_when_idle=long_running)
     start_ids = StartSessionIds()
+    gate = Gate(settings.server)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -87,6 +87,8 @@ def create_app(
 
     app = FastAPI(title="Visage", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.sessions = manager
+    app.state.gate = gate
+    app.add_middleware(AccessMiddleware, policy=gate.policy)
     app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
 
     @app.exception_handler(SignallingError)
@@ -106,6 +108,16 @@ def create_app(
     @app.exception_handler(SessionStartError)
     async def _start_failed(request: Request, exc: SessionStartError) -> JSONResponse:
         return _internal_error(request, exc.__cause__ or exc, "the call could not be started")
+
+    @app.exception_handler(TokenError)
+    async def _no_token(_request: Request, exc: TokenError) -> JSONResponse:
+        return _error(exc.status, str(exc))
+
+    @app.exception_handler(RateLimitedError)
+    async def _rate_limited(_request: Request, exc: RateLimitedError) -> JSONResponse:
+        headers = {"Retry-After": str(exc.retry_after_s)}
+        body = {"error": str(exc), "retry_after": exc.retry_after_s}
+        return JSONResponse(body, status_code=429, headers=headers)
 
     @app.exception_handler(UnknownCallError)
     async def _unknown_call(_request: Request, exc: UnknownCallError) -> JSONResponse:
@@ -127,9 +139,11 @@ def create_app(
     async def page() -> FileResponse:
         return FileResponse(WEB_DIR / "index.html")
 
+    # The embeddable widget (web/embed.js); /widget.js is the older snippet's address.
+    @app.get("/embed.js", include_in_schema=False)
     @app.get("/widget.js", include_in_schema=False)
-    async def widget() -> FileResponse:
-        return FileResponse(WEB_DIR / "widget.js", media_type="text/javascript")
+    async def embed() -> FileResponse:
+        return FileResponse(WEB_DIR / "embed.js", media_type="text/javascript")
 
     @app.get("/health")
     async def health() -> dict[str, object]:
@@ -144,6 +158,16 @@ def create_app(
             "dependencies": manager.health.describe(),
         }
 
+    @app.get("/api/ice-servers")
+    async def ice_servers(request: Request) -> JSONResponse:
+        """The STUN/TURN servers for the browser's RTCPeerConnection, with TURN
+        credentials minted for this request (``expires_in`` seconds). With token auth
+        only a caller holding a session token gets them (checked, not spent: the offer
+        spends it), so the relay is not open to anyone who asks."""
+        await gate.admit_ice_servers(request)
+        body = browser_ice_servers(settings.server)
+        return JSONResponse(body, headers={"Cache-Control": "no-store"})
+
     # No route lists calls: a call's pc_id is its caller's secret.
     @app.get("/api/calls/{pc_id}")
     async def call_stats(pc_id: str, request: Request) -> dict[str, object]:
@@ -152,14 +176,22 @@ def create_app(
 
     async def answer_offer(request: Request) -> dict[str, str]:
         offer = parse_offer(await read_body(request))
-        try:
-            return await manager.offer(offer, caller_address(request))
-        except (SessionLimitError, SessionStartError, UnknownCallError, HTTPException):
-            raise
-        except NEGOTIATION_ERRORS as exc:
-            # The SDP passed our checks but the WebRTC stack could not use it. Its message
-            # describes our internals, so the caller gets an id and the log the rest.
-            raise _rejected(request, exc, "the offer could not be negotiated") from exc
+        with gate.spending_token(request, offer):
+            try:
+                return await manager.offer(offer, caller_address(request))
+            except (
+                SessionLimitError,
+                SessionStartError,
+                UnknownCallError,
+                SignallingError,
+                HTTPException,
+            ):
+                raise
+            except NEGOTIATION_ERRORS as exc:
+                # The SDP passed our checks but the WebRTC stack could not use it. Its
+                # message describes our internals, so the caller gets an id and the log
+                # the rest.
+                raise _rejected(request, exc, "the offer could not be negotiated") from exc
 
     async def add_candidates(request: Request) -> dict[str, str]:
         patch = parse_patch(await read_body(request))
@@ -171,6 +203,11 @@ def create_app(
             raise _rejected(request, exc, "the ICE candidates could not be used") from exc
         return {"status": "success"}
 
+    @app.post("/api/session")
+    async def session_token(request: Request) -> JSONResponse:
+        """A single-use session token: ``{"token": ..., "expires_in": seconds}``."""
+        return await gate.mint(request)
+
     @app.post("/api/offer")
     async def offer(request: Request) -> dict[str, str]:
         return await answer_offer(request)
@@ -181,7 +218,8 @@ def create_app(
 
     # pipecat's client SDKs first POST /start, then signal under /sessions/{id}/.
     @app.post("/start")
-    async def start() -> dict[str, str]:
+    async def start(request: Request) -> dict[str, str]:
+        await gate.admit_start(request)
         return {"sessionId": start_ids.issue()}
 
     def check_start_session(session_id: str) -> None:

@@ -21,9 +21,15 @@ from pipecat.workers.runner import WorkerRunner
 from agent.capacity import resolve_max_sessions
 from agent.config import Settings
 from agent.process import release_call_memory
+from agent.server.ice import server_ice_servers
+from agent.server.limits import end_at_limits
+from agent.server.signalling import SignallingError
+from pipelines.activity import UserActivityObserver
 from pipelines.conversation import Conversation, avatar_transport_params, build_conversation
 from pipelines.health import DependencyHealth
 from pipelines.transports.smallwebrtc import AvatarVideoTrack, AvatarWebRTCTransport
+from renderer.frames.factory import BUILTIN
+from renderer.portrait.avatar import META_FILE, AvatarError, check_name
 
 #: How often a new call checks whether its peer has connected (the greeting waits for it).
 CONNECT_POLL_S = 0.02
@@ -53,6 +59,28 @@ def default_factory(
         name=connection.pc_id,
         health=health,
     )
+
+
+def call_settings(settings: Settings, request_data: Any) -> Settings:
+    """The settings of a new call: ``settings`` with the face its caller chose
+    (``request_data.avatar``: the built-in stylised face or a portrait avatar stored in
+    ``avatar.dir``, never an import path), when ``server.caller_avatar`` allows it.
+    :class:`SignallingError` for a choice that names nothing here."""
+    wanted = request_data.get("avatar") if isinstance(request_data, dict) else None
+    if wanted in (None, "", settings.avatar.face) or not settings.server.caller_avatar:
+        return settings
+    if not isinstance(wanted, str):
+        raise SignallingError("request_data.avatar must be the name of an avatar")
+    if wanted not in BUILTIN:
+        try:
+            check_name(wanted)
+        except AvatarError:
+            bad = wanted[:64]
+            raise SignallingError(f"request_data.avatar {bad!r} is not an avatar name") from None
+        if not (settings.avatar.dir / wanted / META_FILE).is_file():
+            raise SignallingError(f"this server has no avatar named {wanted!r}")
+    avatar = settings.avatar.model_copy(update={"face": wanted})
+    return settings.model_copy(update={"avatar": avatar})
 
 
 class SessionLimitError(RuntimeError):
@@ -167,15 +195,21 @@ class SessionManager:
         owner's."""
         if self._closing:
             raise SessionLimitError("the server is shutting down")
+        # STUN/TURN servers with freshly derived TURN credentials, for the new connection
+        # or for the one a restart makes.
+        ice_servers = server_ice_servers(self._settings.server)
+        settings = self._settings
         if request.pc_id is not None:
-            self.owned(request.pc_id, owner)
+            self.owned(request.pc_id, owner).connection.ice_servers = ice_servers
         else:
+            settings = call_settings(self._settings, request.request_data)
             self._admit()
+            self._handler.update_ice_servers(ice_servers)
         failed: list[tuple[SmallWebRTCConnection, Exception]] = []
 
         async def start_session(connection: SmallWebRTCConnection) -> None:
             try:
-                conversation = self._factory(connection, self._settings)
+                conversation = self._factory(connection, settings)
             except Exception as exc:
                 # pipecat's handler only logs callback errors; keep it to answer with it.
                 failed.append((connection, exc))
@@ -243,6 +277,7 @@ class SessionManager:
         release_call_memory(self.count, freeze_when_idle=self._freeze_when_idle)
 
     async def _run(self, session: Session) -> None:
+        limits: asyncio.Task | None = None
         try:
             # The pipeline (and its avatar's rendering) starts only once the peer is
             # there: an offer that never connects costs no CPU, only its slot, and only
@@ -250,12 +285,25 @@ class SessionManager:
             if not await self._connected(session):
                 return
             session.running = True
+            worker = session.conversation.worker
+            activity = UserActivityObserver()
+            worker.add_observer(activity)
+            server = self._settings.server
+            limits = asyncio.create_task(
+                end_at_limits(
+                    worker, activity, server.idle_timeout_s, server.max_session_s, session.pc_id
+                ),
+                name=f"session-limits-{session.pc_id}",
+            )
             runner = WorkerRunner(handle_sigint=False)
-            await runner.add_workers(session.conversation.worker)
+            await runner.add_workers(worker)
             await runner.run()
         except Exception:
             logger.exception(f"session {session.pc_id} failed")
         finally:
+            if limits is not None:
+                limits.cancel()
+                await asyncio.gather(limits, return_exceptions=True)
             # Counted until its sockets are closed: a slot is free only when they are.
             await self._disconnect(session.connection)
             self._sessions.pop(session.pc_id, None)

@@ -220,3 +220,31 @@ def parse_patch(body: bytes) -> SmallWebRTCPatchRequest:
             raise SignallingError(f"candidates[{i}].candidate is empty")
         candidates.append(IceCandidate(candidate=candidate, sdp_mid=mid, sdp_mline_index=index))
     return SmallWebRTCPatchRequest(pc_id=pc_id, candidates=candidates)
+
+
+def parse_session_request(body: bytes) -> str | None:
+    """Parse a ``POST /api/session`` body sent with the API key: ``{"origin": ...}``, the
+    browser origin the token is for; None when the body or the field is absent."""
+    if not body.strip():
+        return None
+    return _string(_load_object(body), "origin", required=False)
+
+
+def token_in(data: Any) -> str | None:
+    """The session token a client sent in its request data (pipecat's clients send
+    ``request_data``), if any: ``{"token": ...}``."""
+    token = data.get("token") if isinstance(data, dict) else None
+    return token if isinstance(token, str) and token else None
+
+
+def parse_start_token(body: bytes) -> str | None:
+    """The session token in a ``POST /start`` body: ``token``, or ``token`` inside
+    ``body``, ``request_data`` or ``requestData`` (the shapes pipecat's clients send)."""
+    if not body.strip():
+        return None
+    data = _load_object(body)
+    for where in (data, *(data.get(key) for key in ("body", "request_data", "requestData"))):
+        token = token_in(where)
+        if token is not None:
+            return token
+    return None

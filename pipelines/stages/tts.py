@@ -145,7 +145,9 @@ class StreamingTTSService(TTSService):
                     except TimeoutError:
                         why = f"no audio from {label} within {self._chunk_timeout_s:g} s"
                         self._health.failed("tts", why)
-                        logger.error(f"{self}: {why} while speaking [{text}]; skipped")
+                        # The text is the user's conversation: logged at DEBUG only.
+                        logger.error(f"{self}: {why}; {len(text)} characters skipped")
+                        logger.debug(f"{self}: skipped [{text}]")
                         yield ErrorFrame(error=f"{self}: {why}")
                         return
                     continue
@@ -169,7 +171,8 @@ class StreamingTTSService(TTSService):
                 self._health.ok("tts")
         except Exception as e:
             self._health.failed("tts", f"{label} failed ({type(e).__name__})")
-            logger.exception(f"{self}: {label} synthesis failed for [{text}]")
+            logger.exception(f"{self}: {label} synthesis failed ({len(text)} characters)")
+            logger.debug(f"{self}: the text was [{text}]")
             yield ErrorFrame(error=f"{self}: {label} synthesis failed: {e}")
         finally:
             # Normally a no-op; on cancellation (an interruption) it stops synthesis at once.

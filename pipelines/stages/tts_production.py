@@ -102,7 +102,8 @@ class OpenAICompatibleTTSService(OpenAITTSService):
         except Exception as e:
             why = f"failed ({type(e).__name__})"
             self._health.failed("tts", why)
-            logger.error(f"{self}: {self._endpoint} {why} speaking [{text}]: {e}")
+            logger.error(f"{self}: {self._endpoint} {why} speaking {len(text)} characters: {e}")
+            logger.debug(f"{self}: the text was [{text}]")
             yield ErrorFrame(error=f"{self}: {why}: {e}")
 
 

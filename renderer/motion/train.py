@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from renderer.motion.checkpoint import save_checkpoint
+from renderer.motion.checkpoint import load_model, save_checkpoint
 from renderer.motion.data.dataset import Utterance
 from renderer.motion.features import MELS_PER_FRAME, N_MELS, log_mel
 from renderer.motion.model import SIZES, MotionDiT, MotionDiTConfig, count_params
@@ -64,6 +64,8 @@ class TrainConfig:
     calibrate_utts: int = 100  # validation utterances for the eyelid temperature (0: skip)
     calibrate_steps: int = 4  # sampler steps the calibration is for (the live default)
     threads: int | None = None
+    # Fine-tune from these weights (their size and motion normalisation are kept).
+    init: str | None = None
     overrides: dict[str, Any] = field(default_factory=dict)  # MotionDiTConfig fields
 
 
@@ -266,13 +268,19 @@ def train(
     np.random.seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
 
-    model_cfg = MotionDiTConfig(**{**asdict(SIZES[cfg.size]), **cfg.overrides})
-    mean, std = motion_stats(train_utts)
+    if cfg.init:
+        # A fine-tune keeps its start's normalisation: the weights were learned in it.
+        model = load_model(Path(cfg.init)).train()
+        model_cfg = model.cfg
+        mean, std = model.motion_mean.numpy().copy(), model.motion_std.numpy().copy()
+    else:
+        model_cfg = MotionDiTConfig(**{**asdict(SIZES[cfg.size]), **cfg.overrides})
+        mean, std = motion_stats(train_utts)
+        model = MotionDiT(model_cfg)
+        model.motion_mean.copy_(torch.from_numpy(mean))
+        model.motion_std.copy_(torch.from_numpy(std))
     data = WindowSet(train_utts, model_cfg, mean, std)
     val = WindowSet(val_utts, model_cfg, mean, std) if val_utts else None
-    model = MotionDiT(model_cfg)
-    model.motion_mean.copy_(torch.from_numpy(mean))
-    model.motion_std.copy_(torch.from_numpy(std))
     model.to(device)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     weights = torch.ones(MOTION_DIM, device=device)
@@ -294,7 +302,8 @@ def train(
     per_epoch = max(len(data) // cfg.batch, 1)
     total = cfg.steps if cfg.epochs is None else max(int(cfg.epochs * per_epoch), 1)
     log(
-        f"MotionDiT {cfg.size}: {count_params(model):,} params; {len(data):,} windows "
+        f"MotionDiT {cfg.size}{' from ' + cfg.init if cfg.init else ''}: "
+        f"{count_params(model):,} params; {len(data):,} windows "
         f"({len(train_utts)} utterances); {total} steps of {cfg.batch} "
         f"({total / per_epoch:.2f} epochs) on {device}"
     )

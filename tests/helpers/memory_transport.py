@@ -15,6 +15,8 @@ from pipecat.frames.frames import (
     InputAudioRawFrame,
     OutputAudioRawFrame,
     OutputImageRawFrame,
+    OutputTransportMessageFrame,
+    OutputTransportMessageUrgentFrame,
     StartFrame,
 )
 from pipecat.transports.base_input import BaseInputTransport
@@ -77,6 +79,8 @@ class MemoryOutput(BaseOutputTransport):
         super().__init__(params)
         self.audio: list[tuple[float, bytes]] = []
         self.images: list[tuple[float, OutputImageRawFrame]] = []
+        #: Messages for the client (RTVI's, as the data channel would carry them).
+        self.messages: list[tuple[float, object]] = []
 
     async def start(self, frame: StartFrame) -> None:
         await super().start(frame)
@@ -85,6 +89,11 @@ class MemoryOutput(BaseOutputTransport):
     async def write_audio_frame(self, frame: OutputAudioRawFrame) -> bool:
         self.audio.append((time.monotonic(), frame.audio))
         return True
+
+    async def send_message(
+        self, frame: OutputTransportMessageFrame | OutputTransportMessageUrgentFrame
+    ) -> None:
+        self.messages.append((time.monotonic(), frame.message))
 
     async def write_video_frame(self, frame: OutputImageRawFrame) -> bool:
         self.images.append((time.monotonic(), frame))
