@@ -63,7 +63,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.avatar:
         settings.avatar.face = args.avatar
     logger.remove()
-    add_log_sink(sys.stderr, settings.server.log_level)
+    # Written to whatever sys.stderr is at each record, so a serve that returns early (in
+    # process, as tests run it) leaves no sink on a stream that is later closed.
+    add_log_sink(lambda message: sys.stderr.write(message), settings.server.log_level)
     try:
         check_engines(settings.stt, settings.llm, settings.tts)
         build_drawer(settings.avatar)  # a missing portrait fails now, not on the first call
