@@ -84,6 +84,7 @@ _LEANING_WORDS = frozenset(
 _BOS, _EOS = "^", "$"
 _PAUSES = set(",.;:!?")  # punctuation Piper keeps: a pause (mark "")
 _SILENT = set(" -'\"()") | {_BOS, _EOS}  # no mark of their own
+_UNSPOKEN = _PAUSES | _SILENT  # what a run's trailing pause is made of
 _STRESS = set("ˈˌ")  # belong to the phoneme after them (as espeak-ng writes it)
 _MODIFIERS = set("ːˑ˞ʰʲʷˤ") | {"\u0303", "\u0329", "\u032f", "\u032a", "\u0327"}
 # Vowel pairs espeak-ng reports as one phoneme.
@@ -211,7 +212,7 @@ def trim_tail(
     """``audio`` and its alignments with the pause after the last phoneme cut to ``keep``
     samples (the pause symbols' counts shrunk from the end)."""
     spoken = len(alignments)
-    while spoken and (alignments[spoken - 1][0] in _PAUSES | _SILENT):
+    while spoken and alignments[spoken - 1][0] in _UNSPOKEN:
         spoken -= 1
     end = sum(n for _, n in alignments[:spoken]) + keep
     if end >= len(audio):
@@ -495,7 +496,8 @@ class _Synthesis(Synthesis):
         lead = self.split_first
         for i, piece in enumerate(pieces):
             cut = i + 1 < len(pieces) and continues(piece)
-            for sentence in self.voice.sentences(piece, cut=cut):
+            runs = self.voice.sentences(piece, cut=cut)
+            for k, sentence in enumerate(runs):
                 if self.stop_requested():
                     return
                 try:
@@ -507,7 +509,7 @@ class _Synthesis(Synthesis):
                 if lead:
                     audio, alignments = trim_lead(audio, alignments, self.lead_samples)
                     lead = False
-                if cut:
+                if cut and k + 1 == len(runs):  # only where the piece was cut
                     audio, alignments = trim_tail(audio, alignments, self.cut_tail_samples)
                 if not all(self.put(c) for c in self._chunks(sentence, audio, alignments)):
                     return

@@ -164,7 +164,7 @@ def create_app(
         credentials minted for this request (``expires_in`` seconds). With token auth
         only a caller holding a session token gets them (checked, not spent: the offer
         spends it), so the relay is not open to anyone who asks."""
-        await gate.admit_ice_servers(request)
+        gate.admit_ice_servers(request)
         body = browser_ice_servers(settings.server)
         return JSONResponse(body, headers={"Cache-Control": "no-store"})
 

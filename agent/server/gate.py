@@ -168,7 +168,7 @@ class Gate:
             token = parse_start_token(await read_body(request))
         self._check(request, token, spend=False)
 
-    async def admit_ice_servers(self, request: Request) -> None:
+    def admit_ice_servers(self, request: Request) -> None:
         """With token auth, check (without spending it) the bearer token that
         ``GET /api/ice-servers`` needs: TURN credentials are relay bandwidth."""
         if self.settings.auth == "token":

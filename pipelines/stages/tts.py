@@ -330,7 +330,8 @@ class PiperTTSSettings(PipecatTTSSettings):
 
 class PiperTTSService(StreamingTTSService):
     """Piper with the packaged en_US joe voice (or ``tts.piper_model``): natural speech,
-    sentence by sentence, a long first sentence split at its first clause."""
+    sentence by sentence, a reply's first few words in a run of their own (see
+    ``speech.piper.split_text``)."""
 
     Settings = PiperTTSSettings
     _settings: PiperTTSSettings
