@@ -619,6 +619,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
         url=args.url,
         settings=_settings(args),
         barge_in_every=args.barge_in_every,
+        user_voice=args.user_voice,
     )
     print(format_table(report))
     _write_json(args.json, report)
@@ -777,6 +778,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="talk over the replies of turns 2, 2+N, ... to interrupt them, and say 'hmm' "
         "over those of turns 1, 1+N, ... (must only pause them); 0: never (default 5)",
+    )
+    prof.add_argument(
+        "--user-voice",
+        choices=("piper", "espeak"),
+        default="piper",
+        help="the voice the profiler asks its questions in (default piper: smart-turn "
+        "hears espeak-ng's flat questions as unfinished and waits them out)",
     )
     prof.add_argument(
         "--fail-on-budget", action="store_true", help="exit 1 when a stage's p95 is over budget"

@@ -37,6 +37,11 @@ QUESTIONS = (
     "Tell me a joke.",
     "What is Visage?",
 )
+#: Voices the profiler speaks as the caller with. Piper's is the default: smart-turn
+#: judges espeak-ng's flat prosody unfinished far more often than a person's (0.13 for
+#: "What can you do?", 0.96 for "I was wondering if"), so with espeak-ng a third of the
+#: turns wait out vad.turn_max_silence_secs, which no person would see.
+USER_VOICES = ("piper", "espeak")
 BARGE_IN = "Wait, stop please."
 BACKCHANNEL = "hmm"  # VAD hears it; too short to interrupt, so the reply must resume
 BARGE_IN_EVERY = 5  # turns 2, 7, 12, ... barge in; turns 1, 6, 11, ... say the backchannel
@@ -290,13 +295,21 @@ class Timeline:
         return best * 1000 / ENVELOPE_HZ
 
 
-def speech_pcm(text: str) -> tuple[np.ndarray, float]:
-    """16 kHz int16 speech for ``text`` and where its last audible sample is (seconds)."""
+def speech_pcm(text: str, voice: str = "espeak") -> tuple[np.ndarray, float]:
+    """16 kHz int16 speech for ``text`` in a caller's ``voice`` (see ``USER_VOICES``) and
+    where its last audible sample is (seconds)."""
     import soxr
 
-    from speech.espeak import synthesize
+    if voice == "piper":
+        from speech.piper import PiperEngine
 
-    samples, rate = synthesize(text, voice="en-us", rate=165, pitch=50)
+        samples, rate = PiperEngine().synthesize(text)
+    elif voice == "espeak":
+        from speech.espeak import synthesize
+
+        samples, rate = synthesize(text, voice="en-us", rate=165, pitch=50)
+    else:
+        raise ValueError(f"unknown caller voice {voice!r}; choose from {', '.join(USER_VOICES)}")
     pcm = soxr.resample(samples, rate, 16000)
     loud = np.nonzero(np.abs(pcm) > 500)[0]
     return pcm, (loud[-1] + 1) / 16000 if loud.size else 0.0
@@ -372,16 +385,16 @@ async def _reply_onset(client: AvatarClient, after: float) -> float | None:
     return None
 
 
-def _talk_over(client: AvatarClient, text: str) -> tuple[float, float]:
+def _talk_over(client: AvatarClient, text: str, voice: str) -> tuple[float, float]:
     """Say ``text`` now; (its first loud sample, its end) as send times."""
-    pcm, length = speech_pcm(text)
+    pcm, length = speech_pcm(text, voice)
     loud = np.nonzero(np.abs(pcm) > 500)[0]
     at = client.mic.say(pcm, 16000)
     return at + (loud[0] / 16000 if loud.size else 0.0), at + length
 
 
-async def _play_turn(client: AvatarClient, question: str, kind: str) -> TurnResult:
-    pcm, speech_len = speech_pcm(question)
+async def _play_turn(client: AvatarClient, question: str, kind: str, voice: str) -> TurnResult:
+    pcm, speech_len = speech_pcm(question, voice)
     begin = client.mic.say(pcm, 16000)
     result = TurnResult(question=question, speech_end=begin + speech_len, kind=kind)
     if kind == "ask":
@@ -393,12 +406,12 @@ async def _play_turn(client: AvatarClient, question: str, kind: str) -> TurnResu
         return result
     await asyncio.sleep(max(0.0, onset + 1.0 - time.monotonic()))
     if kind == "barge_in":
-        result.barge_onset, barge_end = _talk_over(client, BARGE_IN)
+        result.barge_onset, barge_end = _talk_over(client, BARGE_IN, voice)
         # The barge-in is itself a turn; the avatar answers it after it ends.
         result.speech_end = barge_end
         await _wait_reply(client, result.speech_end, TURN_TIMEOUT_S)
     else:
-        result.barge_onset, result.backchannel_end = _talk_over(client, BACKCHANNEL)
+        result.barge_onset, result.backchannel_end = _talk_over(client, BACKCHANNEL, voice)
         await _wait_reply(client, result.backchannel_end, TURN_TIMEOUT_S)  # the rest of it
     return result
 
@@ -513,9 +526,15 @@ def _match_decisions(results: list[TurnResult], barge_ins: list[dict[str, Any]])
 
 
 async def profile(
-    *, turns: int, url: str | None, settings: Settings, barge_in_every: int = BARGE_IN_EVERY
+    *,
+    turns: int,
+    url: str | None,
+    settings: Settings,
+    barge_in_every: int = BARGE_IN_EVERY,
+    user_voice: str = USER_VOICES[0],
 ) -> dict[str, Any]:
     """Run the profiling call; return the report (see ``visage profile --help``)."""
+    speech_pcm("hello", user_voice)  # load the caller's voice before the call starts
     meter = MouthMeter(settings.avatar)
     async with _target(url, settings) as (base, sessions):
         client = AvatarClient(base, video_probe=meter)
@@ -527,7 +546,7 @@ async def profile(
             for i, kind in enumerate(plan_turns(turns, barge_in_every)):
                 await asyncio.sleep(0.6)
                 question = QUESTIONS[i % len(QUESTIONS)]
-                results.append(await _play_turn(client, question, kind))
+                results.append(await _play_turn(client, question, kind, user_voice))
             await asyncio.sleep(0.5)
             session = await _server_session(base, sessions, client.pc_id)
         finally:
@@ -541,7 +560,9 @@ async def profile(
         if result.barge_onset is not None:
             result.wall_barge_onset = result.barge_onset + wall_offset
     _match_decisions(results, session.get("barge_ins", []))
-    return build_report(results, session.get("turns", []), timeline, settings)
+    report = build_report(results, session.get("turns", []), timeline, settings)
+    report["user_voice"] = user_voice
+    return report
 
 
 def _server_turn_for(result: TurnResult, server_turns: list[dict[str, Any]]) -> dict | None:
@@ -550,6 +571,23 @@ def _server_turn_for(result: TurnResult, server_turns: list[dict[str, Any]]) -> 
         return None
     best = min(server_turns, key=lambda t: abs(t["speech_end"] - result.wall_speech_end))
     return best if abs(best["speech_end"] - result.wall_speech_end) < 1.5 else None
+
+
+def _end_to_end_parts(result: TurnResult, server: dict[str, Any] | None) -> dict[str, float]:
+    """Where the caller's end-to-end time went: until the server placed the end of speech
+    (VAD's lag), the server's own end-to-end, and from its send to the loud reply audio
+    heard here (audio track, network, receive buffer, the reply's soft start)."""
+    if server is None or result.wall_speech_end is None or result.end_to_end_ms is None:
+        return {}
+    served = server["stages_ms"].get("end_to_end")
+    if served is None:
+        return {}
+    lag = (server["speech_end"] - result.wall_speech_end) * 1000
+    return {
+        "speech_end_detected": round(lag, 1),
+        "server": round(served, 1),
+        "delivery": round(result.end_to_end_ms - lag - served, 1),
+    }
 
 
 def build_report(
@@ -573,6 +611,16 @@ def build_report(
         "turns": len(results),
         "stages": {name: _summary(values) for name, values in stages.items()},
         "end_to_end": _summary(end_to_end),
+        "end_to_end_parts_ms": {
+            part: _summary(
+                [
+                    p[part]
+                    for m, r in zip(matched, results, strict=True)
+                    if (p := _end_to_end_parts(r, m))
+                ]
+            )
+            for part in ("speech_end_detected", "server", "delivery")
+        },
         "av_offset_ms": _summary(av_offsets),
         # Lip sync is off by an offset either way: the budget holds this one.
         "av_offset_abs_p95_ms": _summary([abs(ms) for ms in av_offsets])["p95_ms"],
@@ -614,6 +662,7 @@ def build_report(
                 "av_offset_after_resume_ms": r.av_offset_after_resume_ms,
                 "av_offsets_arrival_ms": r.av_offsets_arrival_ms,
                 "server_stages_ms": m["stages_ms"] if m else {},
+                "end_to_end_parts_ms": _end_to_end_parts(r, m),
             }
             for r, m in zip(results, matched, strict=True)
         ],
@@ -679,6 +728,12 @@ def format_table(report: dict[str, Any]) -> str:
         f"{report['av_offset_trend_ms_per_min']} ms/min, interrupted audio after stop "
         f"{report['interrupted_audio_after_stop_ms']} ms"
     )
+    parts = report.get("end_to_end_parts_ms", {})
+    if parts and all(parts[k]["p50_ms"] is not None for k in parts):
+        lines.append(
+            "end-to-end at the caller, p50 of its parts: "
+            + ", ".join(f"{k.replace('_', ' ')} {v['p50_ms']:.0f} ms" for k, v in parts.items())
+        )
     bc = report["backchannel"]
     if bc["turns"]:
         pause = bc["pause_ms"]["p50_ms"]
@@ -726,9 +781,20 @@ def plot_waterfall(report: dict[str, Any], path: Path) -> None:
 
 
 def run_profile(
-    *, turns: int, url: str | None, settings: Settings, barge_in_every: int = BARGE_IN_EVERY
+    *,
+    turns: int,
+    url: str | None,
+    settings: Settings,
+    barge_in_every: int = BARGE_IN_EVERY,
+    user_voice: str = USER_VOICES[0],
 ) -> dict[str, Any]:
     """Blocking wrapper for the CLI."""
     return asyncio.run(
-        profile(turns=turns, url=url, settings=settings, barge_in_every=barge_in_every)
+        profile(
+            turns=turns,
+            url=url,
+            settings=settings,
+            barge_in_every=barge_in_every,
+            user_voice=user_voice,
+        )
     )

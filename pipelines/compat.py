@@ -22,6 +22,7 @@ import aioice.ice
 from aiortc import RTCPeerConnection, RTCRtpReceiver
 from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 from aiortc.rtp import RtpPacket
+from pipecat.services.tts_service import TTSService
 from pipecat.transports.base_output import BaseOutputTransport
 from pipecat.transports.smallwebrtc.connection import SmallWebRTCConnection
 from pipecat.transports.smallwebrtc.transport import (
@@ -31,6 +32,7 @@ from pipecat.transports.smallwebrtc.transport import (
     SmallWebRTCTransport,
 )
 from pipecat.utils.frame_queue import FrameQueue
+from pipecat.utils.text.simple_text_aggregator import SimpleTextAggregator
 
 PIPECAT = "pipecat-ai"
 AIORTC = "aiortc"
@@ -291,6 +293,26 @@ def set_ice_consent_checks(interval_s: float, failures: int) -> None:
     """
     _set(aioice.ice, "CONSENT_INTERVAL", interval_s, AIOICE)
     _set(aioice.ice, "CONSENT_FAILURES", failures, AIOICE)
+
+
+# --- pipecat: the TTS service's text aggregator -----------------------------------------
+
+
+def set_tts_text_aggregator(service: TTSService, aggregator: SimpleTextAggregator) -> None:
+    """Make ``aggregator`` cut the LLM's text for ``service`` (pipecat 1.14 builds its own
+    and takes none as an argument)."""
+    _set(service, "_text_aggregator", aggregator, PIPECAT)
+
+
+def aggregator_text(aggregator: SimpleTextAggregator) -> str:
+    """The text a sentence aggregator holds, not yet emitted (with its spacing)."""
+    text: str = _get(aggregator, "_text", PIPECAT)
+    return text
+
+
+def set_aggregator_text(aggregator: SimpleTextAggregator, text: str) -> None:
+    """Replace what a sentence aggregator holds (after part of it was emitted early)."""
+    _set(aggregator, "_text", text, PIPECAT)
 
 
 # --- pipecat: private hooks our services override ------------------------------------

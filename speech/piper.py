@@ -206,6 +206,32 @@ def split_text(text: str, *, split_first: bool = True) -> list[str]:
     return [" ".join(words[:cut]), " ".join(words[cut:]), *pieces[1:]]
 
 
+def first_piece(start: str) -> tuple[str, str] | None:
+    """The piece :func:`split_text` cuts from a reply's first sentence, as soon as the
+    words that decide it have arrived: ``start`` is the beginning of that sentence, as
+    text streams in. Returns (piece, the rest of ``start``), or None while it is undecided
+    or when no cut will be made.
+
+    The rules read only the first ``WHOLE_FIRST_WORDS + 1`` words, so once that many
+    whole words are in (the last followed by a space) and no sentence has ended, the cut
+    is the one the whole sentence would get.
+    """
+    if any(mark in start for mark in ".!?;…\n"):
+        return None  # a sentence may end here: the sentence splitter decides
+    words = start.split()
+    if not start[-1:].isspace():
+        words = words[:-1]  # the last word may still grow
+    if len(words) <= WHOLE_FIRST_WORDS:
+        return None
+    pieces = split_text(" ".join(words))
+    if len(pieces) < 2:
+        return None
+    kept = len(pieces[0].split())
+    # Where the piece's last word ends in ``start``: the rest keeps its own spacing.
+    ends = [m.end() for m in re.finditer(r"\S+", start)]
+    return pieces[0], start[ends[kept - 1] :].lstrip()
+
+
 def trim_tail(
     audio: np.ndarray, alignments: list[tuple[str, int]], keep: int
 ) -> tuple[np.ndarray, list[tuple[str, int]]]:
@@ -466,6 +492,8 @@ class _Synthesis(Synthesis):
         text: str,
         scales: np.ndarray,
         split_first: bool,
+        cut: bool,
+        after_cut: bool,
         chunk_samples: int,
         should_abort: Callable[[], bool] | None,
         max_buffered: int | None,
@@ -481,6 +509,8 @@ class _Synthesis(Synthesis):
         self.text = text
         self.scales = scales
         self.split_first = split_first
+        self.cut_end = cut
+        self.after_cut = after_cut
         self.chunk_samples = chunk_samples
         self.options = voice._onnxruntime.RunOptions()
         self.cut_tail_samples = voice.sample_rate * CUT_TAIL_MS // 1000
@@ -493,9 +523,10 @@ class _Synthesis(Synthesis):
     def produce(self) -> None:
         pieces = split_text(self.text, split_first=self.split_first)
         # Only a reply's first words and those after a cut start without a pause.
-        lead = self.split_first
+        lead = self.split_first or self.after_cut
         for i, piece in enumerate(pieces):
-            cut = i + 1 < len(pieces) and continues(piece)
+            last = i + 1 == len(pieces)
+            cut = (self.cut_end and continues(piece)) if last else continues(piece)
             runs = self.voice.sentences(piece, cut=cut)
             for k, sentence in enumerate(runs):
                 if self.stop_requested():
@@ -591,6 +622,8 @@ class PiperEngine:
         *,
         speed: float = 1.0,
         split_first: bool = True,
+        cut: bool = False,
+        after_cut: bool = False,
         should_abort: Callable[[], bool] | None = None,
         max_buffered: int | None = None,
         on_ready: Callable[[], object] | None = None,
@@ -598,13 +631,18 @@ class PiperEngine:
         """Start speaking ``text``; iterate the result for ~50 ms chunks as they come.
 
         ``split_first`` splits a long first sentence at its first clause (see
-        :func:`split_text`). The other arguments are those of ``EspeakEngine.stream``.
+        :func:`split_text`). ``cut``: ``text`` is a piece cut from the start of its
+        sentence (see :func:`first_piece`), spoken to run on into the rest;
+        ``after_cut``: ``text`` is that rest, started without a pause. The other
+        arguments are those of ``EspeakEngine.stream``.
         """
         synthesis = _Synthesis(
             self._voice,
             text,
             self.scales(speed),
             split_first,
+            cut,
+            after_cut,
             self.chunk_samples,
             should_abort,
             max_buffered,

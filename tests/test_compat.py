@@ -55,6 +55,7 @@ PRIVATE_NAMES = (
     "_video_output_track",
     "_handle_rtcp_packet",
     "_callbacks",
+    "_text_aggregator",
 )
 #: One of them used as a name of its own (``obj._audio_queue``, ``"_RTCRtpReceiver__..."``),
 #: not as the end of a longer one (``compat.sender_audio_queue``).
@@ -228,6 +229,33 @@ def test_jitter_window_and_the_release_hook() -> None:
     assert compat.jitter_window(buffer).origin == 7
     _, frame = buffer.add(_packet(8, 200, b"b"))
     assert frame is not None and frame.data == b"a", "by default, aiortc's rule"
+
+
+async def test_the_tts_text_aggregator_and_its_buffer() -> None:
+    from pipecat.frames.frames import LLMTextFrame
+    from pipecat.utils.text.simple_text_aggregator import SimpleTextAggregator
+
+    from pipelines.config import TTSSettings
+    from pipelines.stages.tts import EspeakTTSService
+
+    aggregator = SimpleTextAggregator()
+    chunks = [a async for a in aggregator.aggregate("Hello there, how")]
+    assert not chunks and compat.aggregator_text(aggregator) == "Hello there, how"
+    compat.set_aggregator_text(aggregator, "how")
+    assert (await aggregator.flush()).text == "how"
+    # The service's own aggregator is the one its LLM text goes through.
+    seen: list[str] = []
+
+    class Noting(SimpleTextAggregator):
+        async def aggregate(self, text: str):  # type: ignore[override]
+            seen.append(text)
+            async for sentence in super().aggregate(text):
+                yield sentence
+
+    tts = EspeakTTSService(TTSSettings(engine="espeak"))
+    compat.set_tts_text_aggregator(tts, Noting())
+    await run_test(tts, frames_to_send=[LLMTextFrame("No sentence end yet")])
+    assert seen == ["No sentence end yet"]
 
 
 def test_private_names_of_dependencies_appear_only_in_compat() -> None:

@@ -208,3 +208,25 @@ def test_silence_gate_halves_the_mouth_only_on_silent_frames(model) -> None:  # 
     # Frames with sound, and every channel that is not the mouth, are untouched.
     np.testing.assert_allclose(gated[loud], raw[loud], atol=1e-5)
     np.testing.assert_allclose(gated[:, ~mouth], raw[:, ~mouth], atol=1e-5)
+
+
+def test_a_breath_before_a_word_counts_as_silence_a_whisper_does_not(model) -> None:  # type: ignore[no-untyped-def]
+    from renderer.motion.batch import SILENCE_MOUTH_GAIN
+    from renderer.motion.visemes import VISEME_IDX
+
+    # Piper breathes at -58 to -50 dBFS before a word: after a quiet frame, that is silence.
+    # -44 dBFS is sound, and so is a lone -56 dBFS frame inside speech (a stop's closure).
+    assert model.cfg.chunk >= 6
+    rng = np.random.default_rng(5)
+
+    def at(db: float, frames: int) -> np.ndarray:
+        return rng.standard_normal(frames * 640).astype(np.float32) * 10 ** (db / 20)
+
+    audio = np.concatenate([at(-56, 2), at(-44, 2), at(-14, 1), at(-56, 1), noise_audio(1.2)])
+    gated = generate(model, audio, SR, steps=2, seed=3)[:6]
+    raw = generate(model, audio, SR, steps=2, seed=3, silence_gate=False)[:6]
+    breath = np.ix_([0, 1], VISEME_IDX)
+    expected = np.clip(raw[breath] * SILENCE_MOUTH_GAIN, 0, 1)
+    np.testing.assert_allclose(gated[breath], expected, atol=1e-5)
+    assert np.abs(raw[breath]).max() > 0.02, "the gate had something to halve"
+    np.testing.assert_allclose(gated[2:6], raw[2:6], atol=1e-5)

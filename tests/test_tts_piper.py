@@ -63,6 +63,7 @@ from speech.piper import (
     PiperLoadError,
     alignment_marks,
     continues,
+    first_piece,
     model_files,
     split_text,
     trim_lead,
@@ -148,6 +149,56 @@ def test_a_long_first_sentence_loses_its_first_few_words_to_a_piece_of_their_own
     ]
     assert split_text("How are you, my friend?") == ["How are you, my friend?"]
     assert split_text(LONG_FIRST, split_first=False) == [LONG_FIRST]
+
+
+def test_the_first_piece_is_cut_as_soon_as_its_words_are_in() -> None:
+    """As the LLM's text streams, the piece split_text would cut is known after six
+    whole words (and only if no sentence has ended): the same piece, with the rest."""
+    for sentence in (
+        LONG_FIRST,
+        "I aim to start answering well under a second after you stop.",
+        "Every night it counted the ships that passed, and then it slept.",
+        "Why did the avatar go to therapy? It had issues.",
+    ):
+        starts = [sentence[:n] for n in range(1, len(sentence) + 1)]
+        decided = next(s for s in starts if first_piece(s) is not None)
+        piece, rest = first_piece(decided)  # type: ignore[misc]
+        assert piece == split_text(sentence)[0]
+        assert f"{piece} {rest}" == decided.rstrip(" ") + " " or decided.startswith(piece)
+        assert len(decided.split()) == 6 and decided.endswith(" ")
+        assert sentence.startswith(piece) and sentence[len(piece) :].lstrip().startswith(rest)
+    assert first_piece("I aim to start answering well") is None  # "well" may grow
+    assert first_piece("Hi there. I aim to start answering ") is None  # a sentence ended
+    assert first_piece("How are you, my friend") is None  # five words stay whole
+
+
+async def test_a_reply_is_spoken_before_the_llm_finishes_its_first_sentence() -> None:
+    """The LLM writes a word every 150 ms: the first piece's audio comes long before the
+    sentence's last word, every word is spoken once, in order, in one context, and the
+    piece runs on into the rest without a sentence's pause."""
+    played = Timestamps()
+    tts = PiperTTSService(TTSSettings(engine="piper"), max_lead_s=None)
+    text = "I aim to start answering well under a second after you stop. "
+    streamed: list = []
+    for word in text.split(" "):
+        streamed += [LLMTextFrame(word + " "), SleepFrame(0.15)]
+    started = time.monotonic()
+    await run_test(
+        Pipeline([tts, played]),
+        frames_to_send=[LLMFullResponseStartFrame(), *streamed, LLMFullResponseEndFrame()],
+    )
+    audio = [(t, f) for t, f in played.seen if isinstance(f, PhonemeAudioRawFrame)]
+    assert audio and len({f.context_id for _, f in audio}) == 1
+    last_word_s = 0.15 * (len(text.split()) - 1)  # 1.65 s; the sixth word is in at 0.9 s
+    assert audio[0][0] - started < last_word_s - 0.3, "spoken before the sentence ended"
+    said = [f.text for _, f in played.seen if isinstance(f, TTSTextFrame)]
+    assert words(" ".join(said)) == words(text)
+    pcm = np.concatenate([np.frombuffer(f.audio, np.int16) for _, f in audio]).astype(float)
+    rms = np.sqrt(np.mean(pcm[: len(pcm) // 220 * 220].reshape(-1, 220) ** 2, axis=1))
+    longest_quiet_ms = 10 * int(np.diff(np.flatnonzero(rms > 300)).max())
+    # Spoken as a sentence of its own, "I aim" is followed by 170-210 ms of quiet; cut,
+    # by 120-130 ms (the longest quiet of the whole sentence spoken in one run).
+    assert longest_quiet_ms <= 150, "no sentence's pause after 'I aim'"
 
 
 def test_only_a_piece_cut_mid_clause_continues() -> None:

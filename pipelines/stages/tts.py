@@ -23,9 +23,11 @@ from pipecat.services.tts_service import TTSService
 from pipecat.utils.tracing.service_decorators import traced_tts
 from pipecat.utils.types import NOT_GIVEN, NotGiven, assert_given
 
+from pipelines import compat
 from pipelines.config import TTSSettings
 from pipelines.frames import PhonemeAudioRawFrame
 from pipelines.health import DependencyHealth
+from pipelines.stages.tts_text import FirstPiece, FirstPieceAggregator
 from speech.espeak import EspeakEngine
 from speech.stream import SpeechChunk, SpeechStream
 
@@ -94,14 +96,18 @@ class StreamingTTSService(TTSService):
         self._unjoined: set[SpeechStream] = set()
         # Seconds of audio already sent per context: word times count from a context's start.
         self._context_audio_s: dict[str, float] = {}
+        # The reply's first words cut early from its first sentence (None: never cut).
+        self._first_pieces: FirstPieceAggregator | None = None
+        self._after_cut: set[str] = set()  # contexts whose next text continues a cut
         # When the audio sent so far would finish playing, on time.monotonic()'s clock.
         self._playout_end = 0.0
 
     def _start_stream(
-        self, text: str, *, first: bool, on_ready: Callable[[], object]
+        self, text: str, *, first: bool, cut: bool, after_cut: bool, on_ready: Callable[[], object]
     ) -> SpeechStream:
-        """Start synthesising ``text`` (``first``: the context's first text); ValueError
-        for settings the engine cannot use."""
+        """Start synthesising ``text`` (``first``: the context's first text; ``cut``: the
+        first words of a sentence, cut early by the aggregator; ``after_cut``: the rest of
+        that sentence); ValueError for settings the engine cannot use."""
         raise NotImplementedError
 
     def _check_settings(self) -> None:
@@ -122,10 +128,17 @@ class StreamingTTSService(TTSService):
         loop = asyncio.get_running_loop()
         ready = asyncio.Event()
         label = self.engine_label
+        cut = self._first_pieces is not None and self._first_pieces.take_cut(text)
+        after_cut = context_id in self._after_cut
+        self._after_cut.discard(context_id)
+        if cut:
+            self._after_cut.add(context_id)
         try:
             speech = self._start_stream(
                 text,
                 first=context_id not in self._context_audio_s,
+                cut=cut,
+                after_cut=after_cut,
                 on_ready=lambda: loop.call_soon_threadsafe(ready.set),
             )
         except ValueError as e:
@@ -192,10 +205,20 @@ class StreamingTTSService(TTSService):
     async def on_audio_context_interrupted(self, context_id: str):
         """Forget the interrupted context's audio clock."""
         self._context_audio_s.pop(context_id, None)
+        self._after_cut.discard(context_id)
 
     async def on_audio_context_completed(self, context_id: str):
         """Forget the finished context's audio clock."""
         self._context_audio_s.pop(context_id, None)
+        self._after_cut.discard(context_id)
+
+    def cut_first_pieces(self, first_piece: FirstPiece) -> None:
+        """Have a reply's first words cut from the LLM's text as soon as ``first_piece``
+        can tell them (instead of waiting for the first sentence to end)."""
+        self._first_pieces = FirstPieceAggregator(
+            first_piece, language=self.text_aggregation_language
+        )
+        compat.set_tts_text_aggregator(self, self._first_pieces)
 
     async def cancel(self, frame: CancelFrame):
         """Stop synthesis at once when the pipeline is cancelled."""
@@ -304,8 +327,9 @@ class EspeakTTSService(StreamingTTSService):
         )
 
     def _start_stream(
-        self, text: str, *, first: bool, on_ready: Callable[[], object]
+        self, text: str, *, first: bool, cut: bool, after_cut: bool, on_ready: Callable[[], object]
     ) -> SpeechStream:
+        # espeak-ng speaks a reply's first sentence in a few ms: nothing is cut early.
         return self._engine.stream(
             text,
             voice=assert_given(self._settings.voice) or DEFAULT_ESPEAK_VOICE,
@@ -349,7 +373,7 @@ class PiperTTSService(StreamingTTSService):
     ) -> None:
         """Create the service, loading the voice (about a second, once per process);
         raises ``PiperLoadError`` when it cannot be used."""
-        from speech.piper import PiperEngine, check_speed
+        from speech.piper import PiperEngine, check_speed, first_piece
 
         check_speed(settings.speed)
         self._engine = engine or PiperEngine(settings.piper_model, threads=settings.piper_threads)
@@ -363,12 +387,18 @@ class PiperTTSService(StreamingTTSService):
             health=health,
             **kwargs,
         )
+        self.cut_first_pieces(first_piece)
 
     def _start_stream(
-        self, text: str, *, first: bool, on_ready: Callable[[], object]
+        self, text: str, *, first: bool, cut: bool, after_cut: bool, on_ready: Callable[[], object]
     ) -> SpeechStream:
         return self._engine.stream(
-            text, speed=assert_given(self._settings.speed), split_first=first, on_ready=on_ready
+            text,
+            speed=assert_given(self._settings.speed),
+            split_first=first,
+            cut=cut,
+            after_cut=after_cut,
+            on_ready=on_ready,
         )
 
     def _check_settings(self) -> None:

@@ -17,12 +17,12 @@ model conditions on is always the frames actually taken.
 Each chunk draws its noise from one ``torch.Generator`` seeded at construction, so a
 generator fed the same audio produces the same motion however the audio is split.
 
-Silence gate: on a frame whose own 40 ms of audio is silent (below -60 dBFS), the mouth
-channels are halved toward the rest pose. A frame's log-mel features reach 15 ms into
-the next frame, so the model cannot tell a frame that ends just before a word from one
-that holds its onset, and sometimes opens the jaw a frame early; the gate keeps the
-mouth from opening before there is any sound. ``visage motion eval`` reports the model
-with and without it.
+Silence gate: on a frame whose own 40 ms of audio is silent (below -60 dBFS, or below
+-50 dBFS after a frame that was too), the mouth channels are halved toward the rest pose.
+A frame's log-mel features reach 15 ms into the next frame, so the model cannot tell a
+frame that ends just before a word from one that holds its onset, and sometimes opens
+the jaw a frame early; the gate keeps the mouth from opening before there is any sound.
+``visage motion eval`` reports the model with and without it.
 """
 
 from __future__ import annotations
@@ -44,6 +44,10 @@ from renderer.motion.space import MOTION_DIM, MOTION_FPS
 SAMPLES_PER_FRAME = SAMPLE_RATE // MOTION_FPS  # 640 samples at 16 kHz
 MEL_TAIL = WIN - HOP  # the last mel window of a frame reaches 240 samples past it
 SILENCE_RMS = 10 ** (-60 / 20)  # a frame's own audio below -60 dBFS is silent
+# So is a frame below -50 dBFS that follows one: the breath Piper draws before a word
+# (-58 to -50 dBFS) ends a pause, where the model would open the jaw a frame early; a lone
+# quiet frame inside a word (a stop's closure) keeps its mouth.
+BREATH_RMS = 10 ** (-50 / 20)
 
 
 class _Track:
@@ -350,14 +354,16 @@ class MotionGenerator:
         )
 
     def _silent_frames(self, first: int, n: int) -> np.ndarray:
-        """(n,) bool: frames first.. whose own audio is silent (no audio counts as silent)."""
-        a, b = first * SAMPLES_PER_FRAME, (first + n) * SAMPLES_PER_FRAME
-        pcm = np.zeros(b - a, dtype=np.float32)
+        """(n,) bool: frames first.. whose own audio is silent, or a breath after a quiet
+        frame (see ``BREATH_RMS``; no audio counts as silent)."""
+        a, b = (first - 1) * SAMPLES_PER_FRAME, (first + n) * SAMPLES_PER_FRAME
+        pcm = np.zeros(b - a, dtype=np.float32)  # the frame before too: (n + 1) frames
         lo, hi = max(a, self._pcm.start), min(b, self._pcm.end)
         if hi > lo:
             pcm[lo - a : hi - a] = self._pcm.view(lo, hi)
-        rms = np.sqrt(np.mean(np.square(pcm.reshape(n, SAMPLES_PER_FRAME)), axis=1))
-        return rms < SILENCE_RMS
+        rms = np.sqrt(np.mean(np.square(pcm.reshape(n + 1, SAMPLES_PER_FRAME)), axis=1))
+        quiet = rms < BREATH_RMS
+        return (rms[1:] < SILENCE_RMS) | (quiet[1:] & quiet[:-1])
 
     def _forget_old(self) -> None:
         keep = self._taken - self.cfg.history
