@@ -62,8 +62,25 @@ def test_profile_two_turns_writes_a_complete_report(tmp_path, capsys) -> None:
     assert backchannel["turns"] == 1, "the 'hmm' was said over the first reply"
     assert set(backchannel) == {"turns", "resumed", "interrupted", "pause_ms"}
     assert set(backchannel["pause_ms"]) == SUMMARY_KEYS
+    assert set(report["end_to_end_parts_ms"]) == {"speech_end_detected", "server", "delivery"}
+    for turn in report["per_turn"]:
+        parts = turn["end_to_end_parts_ms"]
+        if parts and turn["end_to_end_ms"] is not None:  # the three parts make up the whole
+            assert abs(sum(parts.values()) - turn["end_to_end_ms"]) < 1.0, turn
+            assert 0 < parts["server"] < turn["end_to_end_ms"]
+    assert report["user_voice"] == "piper"
     assert plot.stat().st_size > 1000
     assert "render_first_frame" in capsys.readouterr().out
+
+
+def test_the_caller_speaks_with_piper_or_espeak() -> None:
+    from agent.profile import USER_VOICES, speech_pcm
+
+    for voice in USER_VOICES:
+        pcm, end_s = speech_pcm("What can you do?", voice)
+        assert pcm.dtype == np.int16 and 0.5 < end_s <= len(pcm) / 16000 < 3.0, voice
+    with pytest.raises(ValueError, match="unknown caller voice 'robot'"):
+        speech_pcm("hi", "robot")
 
 
 def test_turn_plan_mixes_questions_barge_ins_and_backchannels() -> None:

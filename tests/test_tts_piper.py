@@ -610,3 +610,22 @@ async def test_an_unreachable_speech_server_is_reported_and_the_reply_goes_on() 
     errors = [f.error for f in up if isinstance(f, ErrorFrame)]
     assert any("APIConnectionError" in e for e in errors), errors
     assert health.describe()["tts"].startswith("failed (APIConnectionError) since 20")
+
+
+def test_a_reply_that_runs_dry_is_noted(monkeypatch) -> None:
+    """Audio of a reply that comes after the reply's earlier audio has played out is a
+    pause the caller hears: it is counted and logged; a new reply's first audio is not."""
+    tts = EspeakTTSService(TTSSettings(engine="espeak"))
+    clock = [100.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    tts._note_late_audio("reply-1")
+    asyncio.run(tts._wait_for_playout_room(0.5))  # plays out at 100.5
+    clock[0] = 100.52
+    tts._note_late_audio("reply-1")  # 20 ms late: hidden by the buffers downstream
+    assert tts.late_s == 0.0
+    clock[0] = 100.7
+    tts._note_late_audio("reply-1")
+    assert tts.late_s == pytest.approx(0.2)
+    clock[0] = 105.0
+    tts._note_late_audio("reply-2")  # a new reply starts whenever it starts
+    assert tts.late_s == pytest.approx(0.2)

@@ -45,6 +45,9 @@ CHUNK_TIMEOUT_S = 5.0
 ESPEAK_MAX_LEAD_S = 1.0
 PIPER_MAX_LEAD_S = 2.5
 DEFAULT_ESPEAK_VOICE = "en-us"
+# A reply's audio arriving this much after the audio before it has played out is logged
+# (downstream buffers hide shorter gaps).
+LATE_AUDIO_S = 0.05
 
 
 class TTSEngineError(RuntimeError):
@@ -101,6 +104,8 @@ class StreamingTTSService(TTSService):
         self._after_cut: set[str] = set()  # contexts whose next text continues a cut
         # When the audio sent so far would finish playing, on time.monotonic()'s clock.
         self._playout_end = 0.0
+        self._playout_context: str | None = None  # whose audio that is
+        self.late_s = 0.0  # how far synthesis fell behind playback inside replies, in all
 
     def _start_stream(
         self, text: str, *, first: bool, cut: bool, after_cut: bool, on_ready: Callable[[], object]
@@ -165,6 +170,7 @@ class StreamingTTSService(TTSService):
                         return
                     continue
                 chunk = self._with_ready_chunks(speech, chunk)
+                self._note_late_audio(context_id)
                 await self._wait_for_playout_room(chunk.duration_s)
                 await self.stop_ttfb_metrics()
                 start_s = self._context_audio_s.get(context_id, 0.0)
@@ -274,6 +280,15 @@ class StreamingTTSService(TTSService):
             chunks.append(chunk)
             duration += chunk.duration_s
         return SpeechChunk.join(chunks)
+
+    def _note_late_audio(self, context_id: str) -> None:
+        """Log when a reply's next audio comes after what was sent of it has played out:
+        the reply pauses there (synthesis could not keep up on a busy machine)."""
+        late = time.monotonic() - self._playout_end
+        if self._playout_context == context_id and late > LATE_AUDIO_S:
+            self.late_s += late
+            logger.info(f"{self}: {self.engine_label} fell {late * 1000:.0f} ms behind playback")
+        self._playout_context = context_id
 
     async def _wait_for_playout_room(self, duration_s: float) -> None:
         """Sleep until this chunk would start at most ``max_lead_s`` ahead of playback."""
