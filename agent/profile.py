@@ -50,21 +50,27 @@ ENVELOPE_HZ = 100
 REPLY_SILENCE_S = 0.8  # a reply has ended after this much quiet
 TURN_TIMEOUT_S = 25.0
 MOUTH_CLOSED = 0.1  # estimated jawOpen at or below which the mouth counts as closed
+DARK_LUMA = 80  # a pixel darker than this (of 255) is the mouth's inside
 
 
 class MouthMeter:
-    """Estimates jawOpen from received pixels: how dark the mouth box is.
+    """Estimates jawOpen from received pixels: how much of the mouth's inside is dark.
 
-    The box and the darkness-to-jawOpen table come from drawing the session's own face
-    (the face drawer the settings name, at the session's size) with the jaw at several
-    openings, so nothing here trusts the server's claims about what it drew.
+    The mouth's inside and the darkness-to-jawOpen table come from drawing the session's
+    own face (the face drawer the settings name, at the session's size) with the jaw at
+    several openings, so nothing here trusts the server's claims about what it drew. Only
+    the pixels an open mouth darkens are read (widened by a margin for the head's motion):
+    a box around the mouth also holds hair, collars and shadows, which a turn of the head
+    of two degrees moves into it and a closed mouth would read as open.
     """
 
     def __init__(self, avatar: AvatarSettings) -> None:
+        from scipy import ndimage
+
         from renderer.frames import build_drawer
         from renderer.motion.space import IDX, neutral_motion
 
-        width, height = avatar.width, avatar.height
+        width = avatar.width
         face = build_drawer(avatar.model_copy(update={"device": "cpu"}))
         levels = np.linspace(0.0, 1.0, 11)
         frames = []
@@ -72,22 +78,11 @@ class MouthMeter:
             motion = neutral_motion()
             motion[IDX["jawOpen"]] = level
             frames.append(face.render(motion))
-        changed = np.abs(frames[-1].astype(int) - frames[0].astype(int)).sum(axis=2) > 30
-        if not changed.any():
+        inside = (_luma(frames[-1]) < DARK_LUMA) & (_luma(frames[0]) >= DARK_LUMA)
+        if inside.sum() < 20:
             raise ValueError(f"face drawer {avatar.face!r} draws no visible mouth opening")
-        ys, xs = np.nonzero(changed)
-        pad_y, pad_x = height // 40, width // 40
-        self._sign = 1.0
-        self.box = (
-            max(ys.min() - pad_y, 0),
-            min(ys.max() + pad_y, height),
-            max(xs.min() - pad_x, 0),
-            min(xs.max() + pad_x, width),
-        )
-        # An opening mouth shows its dark inside; a face that lightens instead is read
-        # by how light the box is.
-        if self._darkness(frames[-1]) < self._darkness(frames[0]):
-            self._sign = -1.0
+        # The head moves the mouth a few pixels; the margin keeps it inside the mask.
+        self.mask = ndimage.binary_dilation(inside, iterations=max(2, width // 100))
         darkness = np.maximum.accumulate(np.array([self._darkness(f) for f in frames]))
         # Darkness grows with the opening, but not at first (the lips hide a small one):
         # a plateau maps to its lowest opening, so a closed mouth that moves a pixel (a
@@ -101,15 +96,15 @@ class MouthMeter:
         self.closed_level = max(self.closed_level, MOUTH_CLOSED)
 
     def _darkness(self, rgb: np.ndarray) -> float:
-        y0, y1, x0, x1 = self.box
-        luma = rgb[y0:y1, x0:x1].astype(np.float32).mean(axis=2)
-        if self._sign < 0:
-            return float((luma / 255.0).mean())
-        return float((luma < 80).mean())
+        return float((_luma(rgb)[self.mask] < DARK_LUMA).mean())
 
     def __call__(self, rgb: np.ndarray) -> float:
         """Estimated jawOpen in [0, 1] for one received frame."""
         return float(np.interp(self._darkness(rgb), self._darkness_table, self._levels))
+
+
+def _luma(rgb: np.ndarray) -> np.ndarray:
+    return rgb.astype(np.float32).mean(axis=2)
 
 
 @dataclass
@@ -774,7 +769,7 @@ def plot_waterfall(report: dict[str, Any], path: Path) -> None:
     ax.set_yticks(range(len(turns)), labels)
     ax.invert_yaxis()
     ax.set_xlabel("ms after the user stopped speaking (| = reply audio at the client)")
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -235,3 +235,37 @@ def test_mouth_close_is_read_when_a_lip_syncing_receiver_shows_it() -> None:
     )
     assert timeline.mouth_closed_from(0.5, lip_sync=False) == pytest.approx(1.005)
     assert timeline.mouth_closed_from(0.5) == pytest.approx(1.05)
+
+
+@pytest.mark.parametrize("face", ["stylised", "astronaut"])
+def test_the_mouth_meter_is_not_fooled_by_the_head_turning(face: str, tmp_path) -> None:
+    """A closed mouth reads closed with the head pitched, turned or tilted by up to 8.6°
+    (a box around the mouth read hair and collar as an open mouth: 0.3 to 0.5); an open
+    jaw reads open."""
+    from PIL import Image
+    from skimage import data as skdata
+
+    from agent.profile import MouthMeter
+    from renderer.config import AvatarSettings
+    from renderer.frames import build_drawer
+    from renderer.motion.space import IDX, neutral_motion
+    from renderer.portrait.avatar import prepare_avatar, save_avatar
+
+    settings = AvatarSettings(face=face, width=512, height=512, device="cpu", dir=tmp_path)
+    if face != "stylised":
+        photo = tmp_path / "astronaut.png"
+        Image.fromarray(skdata.astronaut()).save(photo)
+        save_avatar(tmp_path, prepare_avatar(photo, face))
+    meter, drawer = MouthMeter(settings), build_drawer(settings)
+
+    def reading(**channels: float) -> float:
+        motion = neutral_motion()
+        for name, value in channels.items():
+            motion[IDX[name]] = value
+        return meter(drawer.render(motion))
+
+    for channel in ("headPitch", "headYaw", "headRoll"):
+        for angle in (-0.15, -0.04, 0.04, 0.15):
+            assert reading(**{channel: angle}) <= meter.closed_level, (channel, angle)
+    assert reading(jawOpen=0.6) >= 0.5
+    assert reading(jawOpen=0.6, headYaw=0.08) >= 0.4
