@@ -397,6 +397,14 @@ class AvatarPlayer:
             job, future = self._motion_job
             try:
                 sampled = await asyncio.wrap_future(future)
+            except asyncio.CancelledError:
+                # Speech arrived while the batcher had not yet taken this idle chunk, and
+                # _prefetch_motion dropped it for the reply's: wait for that one instead.
+                # (Ending here would end the player: the reply would never be heard.)
+                task = asyncio.current_task()
+                if future.cancelled() and not self._closed and task and not task.cancelling():
+                    continue
+                raise
             finally:
                 if self._motion_job is not None and self._motion_job[1] is future:
                     self._motion_job = None
