@@ -509,7 +509,7 @@ class _Synthesis(Synthesis):
         self.text = text
         self.scales = scales
         self.split_first = split_first
-        self.cut_end = cut
+        self.cut = cut  # the text is a sentence's first words: its last piece runs on
         self.after_cut = after_cut
         self.chunk_samples = chunk_samples
         self.options = voice._onnxruntime.RunOptions()
@@ -526,7 +526,7 @@ class _Synthesis(Synthesis):
         lead = self.split_first or self.after_cut
         for i, piece in enumerate(pieces):
             last = i + 1 == len(pieces)
-            cut = (self.cut_end and continues(piece)) if last else continues(piece)
+            cut = (self.cut and continues(piece)) if last else continues(piece)
             runs = self.voice.sentences(piece, cut=cut)
             for k, sentence in enumerate(runs):
                 if self.stop_requested():

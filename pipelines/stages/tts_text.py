@@ -60,12 +60,14 @@ class FirstPieceAggregator(SimpleTextAggregator):
 
     async def handle_interruption(self) -> None:
         """Drop what was held; the next reply may be cut again."""
-        self._emitted = False
-        self._cuts.clear()
+        self._forget_reply()
         await super().handle_interruption()
 
     async def reset(self) -> None:
         """Clear everything, as pipecat's does."""
+        self._forget_reply()
+        await super().reset()
+
+    def _forget_reply(self) -> None:
         self._emitted = False
         self._cuts.clear()
-        await super().reset()
