@@ -620,6 +620,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
         settings=_settings(args),
         barge_in_every=args.barge_in_every,
         user_voice=args.user_voice,
+        server_flags=_server_flags(args),
     )
     print(format_table(report))
     _write_json(args.json, report)

@@ -7,6 +7,10 @@ with their arrival times. Figures about what the user experiences (end-to-end ti
 audio/video offset, how fast a barge-in silences the avatar and closes its mouth) are
 measured from that received media: the audio's loudness and the mouth seen in the
 frames. The per-stage times inside the server come from its own turn reports.
+
+Without ``--url`` the server runs in a child process (``visage serve``), as a real one
+runs apart from its callers: in one process, the caller's video decoding shared the
+server's event loop and added tens of milliseconds to every figure.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import asyncio
 import bisect
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -331,15 +335,16 @@ def _trend_per_min(points: list[tuple[float, float | None]]) -> float | None:
 
 
 @contextlib.asynccontextmanager
-async def _target(url: str | None, settings: Settings) -> AsyncIterator[tuple[str, Any]]:
-    """The server to profile: the given URL, or one started here with the settings."""
+async def _target(url: str | None, server_flags: Sequence[str]) -> AsyncIterator[str]:
+    """The server to profile: the given URL, or ``visage serve`` started with these
+    ``--config``/``--set`` flags in a child process."""
     if url:
-        yield url.rstrip("/"), None
+        yield url.rstrip("/")
         return
-    from agent.browser import running_server
+    from agent.served import server_process
 
-    async with running_server(settings) as (base, sessions):
-        yield base, sessions
+    async with server_process(server_flags, max_sessions=1) as server:
+        yield server.url
 
 
 async def _wait_reply(client: AvatarClient, after: float, settings_timeout: float) -> None:
@@ -486,14 +491,11 @@ def _video_figures(timeline: Timeline, fps: int) -> dict[str, float]:
     }
 
 
-async def _server_session(base: str, sessions: Any, pc_id: str | None) -> dict[str, Any]:
+async def _server_session(base: str, pc_id: str | None) -> dict[str, Any]:
     """This call's figures from the server (stage timings per turn, barge-ins)."""
-    if sessions is not None:
-        described = sessions.describe()
-    else:
-        async with httpx.AsyncClient(timeout=10) as http:
-            response = await http.get(f"{base}/api/calls/{quote(str(pc_id), safe='')}")
-            described = [response.json()] if response.status_code == 200 else []
+    async with httpx.AsyncClient(timeout=10) as http:
+        response = await http.get(f"{base}/api/calls/{quote(str(pc_id), safe='')}")
+        described = [response.json()] if response.status_code == 200 else []
     for session in described:
         if session["pc_id"] == pc_id:
             return dict(session)
@@ -527,11 +529,13 @@ async def profile(
     settings: Settings,
     barge_in_every: int = BARGE_IN_EVERY,
     user_voice: str = USER_VOICES[0],
+    server_flags: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Run the profiling call; return the report (see ``visage profile --help``)."""
+    """Run the profiling call; return the report (see ``visage profile --help``).
+    ``settings`` must be what ``server_flags`` give the server it starts (no ``url``)."""
     speech_pcm("hello", user_voice)  # load the caller's voice before the call starts
     meter = MouthMeter(settings.avatar)
-    async with _target(url, settings) as (base, sessions):
+    async with _target(url, server_flags) as base:
         client = AvatarClient(base, video_probe=meter)
         try:
             await client.connect()
@@ -543,7 +547,7 @@ async def profile(
                 question = QUESTIONS[i % len(QUESTIONS)]
                 results.append(await _play_turn(client, question, kind, user_voice))
             await asyncio.sleep(0.5)
-            session = await _server_session(base, sessions, client.pc_id)
+            session = await _server_session(base, client.pc_id)
         finally:
             await client.close()
     timeline = Timeline.from_received(client.received, start)
@@ -782,6 +786,7 @@ def run_profile(
     settings: Settings,
     barge_in_every: int = BARGE_IN_EVERY,
     user_voice: str = USER_VOICES[0],
+    server_flags: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Blocking wrapper for the CLI."""
     return asyncio.run(
@@ -791,5 +796,6 @@ def run_profile(
             settings=settings,
             barge_in_every=barge_in_every,
             user_voice=user_voice,
+            server_flags=server_flags,
         )
     )

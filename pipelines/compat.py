@@ -22,6 +22,7 @@ import aioice.ice
 from aiortc import RTCPeerConnection, RTCRtpReceiver
 from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 from aiortc.rtp import RtpPacket
+from pipecat.services.llm_service import LLMService
 from pipecat.services.tts_service import TTSService
 from pipecat.transports.base_output import BaseOutputTransport
 from pipecat.transports.smallwebrtc.connection import SmallWebRTCConnection
@@ -31,6 +32,7 @@ from pipecat.transports.smallwebrtc.transport import (
     SmallWebRTCOutputTransport,
     SmallWebRTCTransport,
 )
+from pipecat.turns.speculation_gate import SpeculationGate
 from pipecat.utils.frame_queue import FrameQueue
 from pipecat.utils.text.simple_text_aggregator import SimpleTextAggregator
 
@@ -315,16 +317,40 @@ def set_aggregator_text(aggregator: SimpleTextAggregator, text: str) -> None:
     _set(aggregator, "_text", text, PIPECAT)
 
 
+# --- pipecat: where a speculative reply is held ---------------------------------------
+
+
+class PassingSpeculationGate(SpeculationGate):
+    """A speculation gate that never holds: the reply goes on to TTS, and the avatar stage
+    holds its audio until the turn ends (``pipelines/turn_end.py``).
+
+    The LLM then does not know its inference is speculative: it neither stops on a
+    withdrawal (``SpeculationWithdrawal`` interrupts it instead) nor refuses tool calls
+    before the turn ends. Visage's LLM stage registers no tools.
+    """
+
+    def begin_speculation(self, speculation: bool) -> None:
+        """Note an inference; never as one to hold."""
+        super().begin_speculation(False)
+
+
+def let_speculative_replies_through(llm: LLMService) -> None:
+    """Replace the gate in which pipecat 1.14's LLM service holds a speculative reply
+    (pipecat takes no gate as an argument)."""
+    gate = _get(llm, "_speculation_gate", PIPECAT)
+    if not isinstance(gate, SpeculationGate):
+        raise CompatError(f"{_version(PIPECAT)}: LLMService._speculation_gate is {gate!r}")
+    _set(llm, "_speculation_gate", PassingSpeculationGate(name=str(gate)), PIPECAT)
+
+
 # --- pipecat: private hooks our services override ------------------------------------
 #: (class, method): pipecat's own private hooks that Visage's services override. An
 #: upgrade that renames one would silently bypass our override, so tests/test_compat.py
 #: checks each still exists, and is still called where we rely on it.
 def overridden_hooks() -> list[tuple[type, str]]:
     """The pipecat hooks overridden in pipelines/stages/ (kept in step with them)."""
-    from pipecat.services.llm_service import LLMService
     from pipecat.services.openai.llm import OpenAILLMService
     from pipecat.services.stt_service import STTService
-    from pipecat.services.tts_service import TTSService
 
     return [
         (OpenAILLMService, "_process_context"),

@@ -170,6 +170,17 @@ class VADSettings(BaseModel):
     smart_turn: bool = Field(
         True, description="Use the smart-turn model to decide the end of a turn."
     )
+    speak_ahead: bool = Field(
+        True,
+        description="With smart-turn: start the reply (LLM and TTS) as soon as the "
+        "transcript is in, while smart-turn decides whether the user has finished; the "
+        "avatar holds it until then, and drops it if the user speaks on.",
+    )
+    question_ends_turn: bool = Field(
+        True,
+        description="With smart-turn: a transcript ending in a question mark ends the turn "
+        "even when smart-turn, which hears only the audio, judges it unfinished.",
+    )
     min_interruption_secs: float = Field(
         0.5,
         ge=0.0,

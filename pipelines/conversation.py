@@ -21,13 +21,10 @@ from pipecat.processors.aggregators.llm_response_universal import (
 from pipecat.processors.frameworks.rtvi.frames import RTVIServerMessageFrame
 from pipecat.transports.base_transport import BaseTransport, TransportParams
 from pipecat.turns.user_start import MinWordsUserTurnStartStrategy
-from pipecat.turns.user_stop import (
-    BaseUserTurnStopStrategy,
-    SpeechTimeoutUserTurnStopStrategy,
-    TurnAnalyzerUserTurnStopStrategy,
-)
+from pipecat.turns.user_stop import BaseUserTurnStopStrategy, SpeechTimeoutUserTurnStopStrategy
 from pipecat.turns.user_turn_strategies import UserTurnStrategies
 
+from pipelines import compat
 from pipelines.config import LatencyBudgets, LLMSettings, STTSettings, TTSSettings, VADSettings
 from pipelines.health import DependencyHealth
 from pipelines.latency import TurnLatencyObserver
@@ -36,6 +33,7 @@ from pipelines.stages.llm import create_llm_service
 from pipelines.stages.stt import create_stt_service
 from pipelines.stages.tts import create_tts_service
 from pipelines.stats import SessionStatsObserver
+from pipelines.turn_end import SpeakAheadTurnStopStrategy, SpeculationWithdrawal
 from pipelines.turns import SustainedSpeechUserTurnStartStrategy
 from renderer.config import AvatarSettings
 from renderer.core import AvatarCore
@@ -96,8 +94,10 @@ def _vad_and_turns(vad: VADSettings) -> LLMUserAggregatorParams:
         # pipecat's bundled smart-turn v3 model. Its own fallback waits 3 s of silence
         # after a turn it judges unfinished, which feels stuck in a conversation.
         analyzer_params = SmartTurnParams(stop_secs=vad.turn_max_silence_secs)
-        stop = TurnAnalyzerUserTurnStopStrategy(
-            turn_analyzer=LocalSmartTurnAnalyzerV3(params=analyzer_params)
+        stop = SpeakAheadTurnStopStrategy(
+            turn_analyzer=LocalSmartTurnAnalyzerV3(params=analyzer_params),
+            speak_ahead=vad.speak_ahead,
+            question_ends_turn=vad.question_ends_turn,
         )
     else:
         stop = SpeechTimeoutUserTurnStopStrategy(user_speech_timeout=vad.turn_max_silence_secs)
@@ -151,6 +151,11 @@ def build_conversation(
     tts_service, tts_why = create_tts_service(tts, health=health)
     avatar_stage = AvatarStage(AvatarPlayer(AvatarCore(avatar, sample_rate=AUDIO_OUT_SAMPLE_RATE)))
 
+    if vad.smart_turn and vad.speak_ahead:
+        # A reply made ahead of the turn's end is held by the avatar, after TTS, not by
+        # the LLM: it is synthesised while smart-turn decides.
+        compat.let_speculative_replies_through(llm_service)
+
     # The system prompt lives on the LLM service (pipecat 1.14 deprecates it in the context).
     context = LLMContext()
     aggregators = LLMContextAggregatorPair(context, user_params=_vad_and_turns(vad))
@@ -160,6 +165,7 @@ def build_conversation(
             transport.input(),
             stt_service,
             aggregators.user(),
+            SpeculationWithdrawal(),
             llm_service,
             tts_service,
             avatar_stage,
@@ -169,6 +175,7 @@ def build_conversation(
     )
     budgets = budgets or LatencyBudgets()
     latency = TurnLatencyObserver(
+        llm=llm_service,
         tts=tts_service,
         avatar=avatar_stage,
         output=transport.output(),

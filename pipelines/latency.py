@@ -8,10 +8,12 @@ Stages of one turn:
 - ``vad_stop``: the user's speech really ended -> the turn was decided
   (``UserStoppedSpeakingFrame``); speech end = VAD stop time minus its ``stop_secs``.
 - ``stt``: the user's speech ended -> the final transcript.
-- ``llm_ttft``: the turn decided -> the first LLM text.
+- ``llm_ttft``: the LLM was asked (``LLMContextFrame``) -> the first LLM text. With
+  answering ahead (``pipelines/turn_end.py``) it is asked before the turn is decided.
 - ``tts_ttfb``: the first LLM text -> the first TTS audio.
-- ``render_first_frame``: the first TTS audio into the avatar -> the first video frame
-  that carries reply audio out of it (idle frames drawn meanwhile do not count).
+- ``render_first_frame``: the first TTS audio into the avatar, or the turn's decision if
+  the avatar held a reply made ahead of it -> the first video frame that carries reply
+  audio out of it (idle frames drawn meanwhile do not count).
 - ``transport``: that frame into the output transport -> the transport started sending.
 - ``end_to_end``: the user's speech ended -> the first reply audio and video sent.
 
@@ -32,6 +34,7 @@ from pipecat.frames.frames import (
     BotStartedSpeakingFrame,
     BotStoppedSpeakingFrame,
     InterruptionFrame,
+    LLMContextFrame,
     LLMTextFrame,
     TranscriptionFrame,
     TTSAudioRawFrame,
@@ -90,8 +93,9 @@ class BargeIn:
 @dataclass
 class _Marks:
     speech_end: float | None = None
-    turn_decided: float | None = None
     transcript: float | None = None
+    turn_decided: float | None = None
+    llm_asked: float | None = None  # the reply's marks below count only from here
     llm_first: float | None = None
     tts_first: float | None = None
     avatar_in: float | None = None
@@ -100,12 +104,20 @@ class _Marks:
     sent: float | None = None
 
 
+def _later(a: float | None, b: float | None) -> float | None:
+    """The later of two marks, or the one that is set."""
+    if a is None or b is None:
+        return a if b is None else b
+    return max(a, b)
+
+
 class TurnLatencyObserver(BaseObserver):
     """Times each turn's stages from frames seen between the given processors."""
 
     def __init__(
         self,
         *,
+        llm: object,
         tts: object,
         avatar: object,
         output: object,
@@ -114,7 +126,7 @@ class TurnLatencyObserver(BaseObserver):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self._tts, self._avatar, self._output = tts, avatar, output
+        self._llm, self._tts, self._avatar, self._output = llm, tts, avatar, output
         self.budgets = budgets
         self._on_turn = on_turn
         self._marks = _Marks()
@@ -135,12 +147,13 @@ class TurnLatencyObserver(BaseObserver):
             return
         if isinstance(frame, UserStoppedSpeakingFrame) and m.turn_decided is None:
             m.turn_decided = now
-            m.llm_first = m.tts_first = m.avatar_in = m.avatar_out = m.sent = None
-            m.avatar_audio_out = False
         elif isinstance(frame, TranscriptionFrame) and frame.finalized:
             m.transcript = now
-        elif m.turn_decided is None:
-            return
+        elif isinstance(frame, LLMContextFrame) and data.destination is self._llm:
+            if m.llm_asked is None:
+                m.llm_asked = now
+        elif m.llm_asked is None:
+            return  # frames of an earlier reply (one resuming after a cough, say)
         elif isinstance(frame, LLMTextFrame) and m.llm_first is None:
             m.llm_first = now
         elif isinstance(frame, TTSAudioRawFrame):
@@ -154,13 +167,14 @@ class TurnLatencyObserver(BaseObserver):
             if data.source is self._avatar and m.avatar_audio_out and m.avatar_out is None:
                 m.avatar_out = now
         elif isinstance(frame, BotStartedSpeakingFrame) and data.source is self._output:
-            if m.sent is None and m.avatar_out is not None:
+            if m.sent is None and m.avatar_out is not None and m.turn_decided is not None:
                 m.sent = now
                 await self._finish_turn()
-        elif isinstance(frame, InterruptionFrame) and data.first_push and m.sent is None:
-            # The reply never got out; the next VAD stop starts a fresh measurement.
-            if m.llm_first is not None:
-                self._reset()
+        if isinstance(frame, InterruptionFrame) and data.first_push and m.sent is None:
+            # The reply never got out (a barge-in while it was made, or an answer ahead
+            # withdrawn): the next reply is measured afresh, from the same end of speech
+            # unless VAD reports a later one.
+            self._marks = _Marks(speech_end=m.speech_end, transcript=m.transcript)
 
     def _note_barge_in(self, data: FramePushed, now: float) -> None:
         frame = data.frame
@@ -187,9 +201,9 @@ class TurnLatencyObserver(BaseObserver):
         spans = {
             "vad_stop": (m.speech_end, m.turn_decided),
             "stt": (m.speech_end, m.transcript),
-            "llm_ttft": (m.turn_decided, m.llm_first),
+            "llm_ttft": (m.llm_asked, m.llm_first),
             "tts_ttfb": (m.llm_first, m.tts_first),
-            "render_first_frame": (m.avatar_in, m.avatar_out),
+            "render_first_frame": (_later(m.avatar_in, m.turn_decided), m.avatar_out),
             "transport": (m.avatar_out, m.sent),
             "end_to_end": (m.speech_end, m.sent),
         }

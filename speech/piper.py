@@ -60,13 +60,13 @@ CHUNK_MS = 50
 CUT_TAIL_MS = 50
 #: Silence kept before a reply's first word and after a cut: Piper starts a run with a
 #: drawn pause of 10 to 350 ms, which the caller would wait through.
-LEAD_MS = 30
+LEAD_MS = 10
 #: Bumped whenever the marks made from the same alignments change (cached datasets).
 MARKS_VERSION = 2
 #: A reply's first piece has at most this many words (about a second of speech): Piper
 #: runs a whole piece at once, so its length is the wait for the first audio.
 FIRST_PIECE_WORDS = 4
-#: A first sentence this short is spoken whole.
+#: A first sentence this short is spoken whole (unless its first clause is cut).
 WHOLE_FIRST_WORDS = 5
 #: Where a first sentence without an early clause is cut: before one of these words.
 _JOINING_WORDS = frozenset(
@@ -177,22 +177,21 @@ def model_files(model: str | Path | None = None, *, verify: bool = True) -> list
 
 
 def split_text(text: str, *, split_first: bool = True) -> list[str]:
-    """Sentences of ``text``; with ``split_first``, a first sentence of more than
-    ``WHOLE_FIRST_WORDS`` words loses its first ``FIRST_PIECE_WORDS`` words or fewer as a
-    piece of its own (so its audio comes sooner): up to its first clause boundary if
-    that comes early enough, else before the last joining word ("to", "and", ...) among
-    them, else after the last of them that does not lean on the next ("the", "my", ...)."""
+    """Sentences of ``text``; with ``split_first``, the first sentence loses a first piece
+    of its own (so its audio comes sooner): its first clause if that has at most
+    ``FIRST_PIECE_WORDS`` words ("Yes," "Well now,"); else, if it has more than
+    ``WHOLE_FIRST_WORDS`` words, its first ``FIRST_PIECE_WORDS`` words or fewer: before
+    the last joining word ("to", "and", ...) among them, else after the last of them that
+    does not lean on the next ("the", "my", ...)."""
     pieces = [p.strip() for p in _SENTENCE_END.split(text) if p and p.strip()]
     if not split_first or not pieces:
         return pieces
+    head = _early_clause(pieces[0])
+    if head is not None:
+        return [head, pieces[0][len(head) :].strip(), *pieces[1:]]
     words = pieces[0].split()
     if len(words) <= WHOLE_FIRST_WORDS:
         return pieces
-    for boundary in _CLAUSE.finditer(pieces[0]):
-        head, tail = pieces[0][: boundary.end()].strip(), pieces[0][boundary.end() :].strip()
-        if len(head.split()) <= FIRST_PIECE_WORDS and len(tail.split()) >= 2:
-            return [head, tail, *pieces[1:]]
-        break
 
     def bare(word: str) -> str:
         return word.lower().strip("\"'()")
@@ -206,18 +205,33 @@ def split_text(text: str, *, split_first: bool = True) -> list[str]:
     return [" ".join(words[:cut]), " ".join(words[cut:]), *pieces[1:]]
 
 
+def _early_clause(sentence: str) -> str | None:
+    """The sentence's first clause with its mark ("Yes," "I'm Ava,"), if it has at most
+    ``FIRST_PIECE_WORDS`` words and more of the sentence follows it."""
+    boundary = next(_CLAUSE.finditer(sentence), None)
+    if boundary is None or not sentence[boundary.end() :].strip():
+        return None
+    head = sentence[: boundary.end()].strip()
+    return head if len(head.split()) <= FIRST_PIECE_WORDS else None
+
+
 def first_piece(start: str) -> tuple[str, str] | None:
     """The piece :func:`split_text` cuts from a reply's first sentence, as soon as the
     words that decide it have arrived: ``start`` is the beginning of that sentence, as
     text streams in. Returns (piece, the rest of ``start``), or None while it is undecided
     or when no cut will be made.
 
-    The rules read only the first ``WHOLE_FIRST_WORDS + 1`` words, so once that many
-    whole words are in (the last followed by a space) and no sentence has ended, the cut
-    is the one the whole sentence would get.
+    An early clause is known as soon as its mark and the space after it are in.
+    Otherwise the rules read only the first ``WHOLE_FIRST_WORDS + 1`` words, so once that
+    many whole words are in (the last followed by a space) and no sentence has ended, the
+    cut is the one the whole sentence would get.
     """
     if any(mark in start for mark in ".!?;…\n"):
         return None  # a sentence may end here: the sentence splitter decides
+    clause = next(_CLAUSE.finditer(start), None)
+    if clause is not None and len(start[: clause.end()].split()) <= FIRST_PIECE_WORDS:
+        # An early clause is cut whatever follows: known as soon as its mark is.
+        return start[: clause.end()].strip(), start[clause.end() :]
     words = start.split()
     if not start[-1:].isspace():
         words = words[:-1]  # the last word may still grow

@@ -15,6 +15,8 @@ from pipecat.frames.frames import (
     TTSSpeakFrame,
     TTSStoppedFrame,
     TTSTextFrame,
+    UserStartedSpeakingFrame,
+    UserStoppedSpeakingFrame,
     VADUserStartedSpeakingFrame,
     VADUserStoppedSpeakingFrame,
 )
@@ -115,6 +117,51 @@ async def test_interruption_stops_reply_audio_at_once() -> None:
     assert audio_seconds(after) == 0, "no reply audio after the interruption"
     # The face keeps streaming (idle) after the interruption.
     assert sum(isinstance(f, AvatarImageFrame) for f in after) >= 15
+
+
+async def test_a_reply_made_before_the_users_turn_ended_waits_for_its_end() -> None:
+    """Answering ahead: the reply is synthesised while the user's turn is open (0 to 0.8 s)
+    and reaches the avatar long before 0.8 s; it is heard from the turn's end, whole."""
+    watch = Timestamps()
+    pipeline = Pipeline([EspeakTTSService(TTSSettings()), make_avatar(), watch])
+    reply = "Hello there, nice to meet you."
+    await run_test(
+        pipeline,
+        frames_to_send=[
+            UserStartedSpeakingFrame(),
+            TTSSpeakFrame(reply),
+            SleepFrame(0.8),
+            UserStoppedSpeakingFrame(),
+            SleepFrame(3.0),
+        ],
+    )
+    ended = next(t for t, f in watch.seen if isinstance(f, UserStoppedSpeakingFrame))
+    audio = [(t, f) for t, f in watch.seen if isinstance(f, TTSAudioRawFrame)]
+    assert audio and audio[0][0] >= ended, "no reply audio before the turn ended"
+    assert audio[0][0] - ended < 0.3, "and it starts as soon as the turn ends"
+    spoken = " ".join(f.text for _, f in watch.seen if isinstance(f, TTSTextFrame))
+    assert spoken.split() == reply.split()
+    assert audio_seconds([f for _, f in audio]) > 1.0
+
+
+async def test_a_withdrawn_reply_made_ahead_is_never_heard() -> None:
+    watch = Timestamps()
+    pipeline = Pipeline([EspeakTTSService(TTSSettings()), make_avatar(), watch])
+    await run_test(
+        pipeline,
+        frames_to_send=[
+            UserStartedSpeakingFrame(),
+            TTSSpeakFrame("Hello there, nice to meet you."),
+            SleepFrame(0.8),
+            InterruptionFrame(),  # the user spoke on: the answer ahead is withdrawn
+            SleepFrame(0.5),
+            UserStoppedSpeakingFrame(),
+            SleepFrame(1.0),
+        ],
+    )
+    assert audio_seconds([f for _, f in watch.seen]) == 0
+    assert not any(isinstance(f, TTSTextFrame) for _, f in watch.seen)
+    assert sum(isinstance(f, AvatarImageFrame) for _, f in watch.seen) >= 40  # the face lives
 
 
 async def test_short_sound_pauses_the_reply_and_it_resumes() -> None:

@@ -258,6 +258,29 @@ async def test_the_tts_text_aggregator_and_its_buffer() -> None:
     assert seen == ["No sentence end yet"]
 
 
+async def test_a_speculative_reply_passes_the_llm_once_its_gate_is_swapped() -> None:
+    from pipecat.frames.frames import LLMContextFrame, LLMTextFrame
+    from pipecat.processors.aggregators.llm_context import LLMContext
+
+    from pipelines.config import LLMSettings
+    from pipelines.stages.llm import create_llm_service
+
+    def speculative() -> LLMContextFrame:
+        context = LLMContext(messages=[{"role": "user", "content": "Who are you?"}])
+        return LLMContextFrame(context=context, speculation=True)
+
+    def words(frames: list) -> str:
+        return "".join(f.text for f in frames if isinstance(f, LLMTextFrame))
+
+    held, _ = create_llm_service(LLMSettings())
+    down, _ = await run_test(held, frames_to_send=[speculative(), SleepFrame(0.2)])
+    assert words(down) == ""  # pipecat holds it in the LLM until the turn ends
+    through, _ = create_llm_service(LLMSettings())
+    compat.let_speculative_replies_through(through)
+    down, _ = await run_test(through, frames_to_send=[speculative(), SleepFrame(0.2)])
+    assert "Ava" in words(down)
+
+
 def test_private_names_of_dependencies_appear_only_in_compat() -> None:
     allowed = {ROOT / "pipelines" / "compat.py", Path(__file__).resolve()}
     found = []

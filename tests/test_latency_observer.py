@@ -11,6 +11,7 @@ from pipecat.frames.frames import (
     BotStoppedSpeakingFrame,
     Frame,
     InterruptionFrame,
+    LLMContextFrame,
     LLMTextFrame,
     OutputImageRawFrame,
     TranscriptionFrame,
@@ -20,6 +21,7 @@ from pipecat.frames.frames import (
     VADUserStoppedSpeakingFrame,
 )
 from pipecat.observers.base_observer import FramePushed
+from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.processors.frame_processor import FrameDirection
 
 from pipelines.config import LatencyBudgets
@@ -67,13 +69,14 @@ async def test_stage_times_of_a_turn_and_its_budget_breaks() -> None:
 
     budgets = LatencyBudgets(render_first_frame=50)
     observer = TurnLatencyObserver(
-        tts=TTS, avatar=AVATAR, output=OUTPUT, budgets=budgets, on_turn=on_turn
+        llm=LLM, tts=TTS, avatar=AVATAR, output=OUTPUT, budgets=budgets, on_turn=on_turn
     )
     s = Script(observer)
     # Speech ends at 0.0 s; VAD reports it 0.3 s later, the turn is decided at 0.45 s.
     await s.at(0.30, vad_stop(s.t0 + 0.30), AGG, LLM)
     await s.at(0.40, TranscriptionFrame("hi there", "user", "now", finalized=True), STT, AGG)
     await s.at(0.45, UserStoppedSpeakingFrame(), AGG, LLM)
+    await s.at(0.45, LLMContextFrame(LLMContext()), AGG, LLM)
     await s.at(0.50, LLMTextFrame("Hello"), LLM, TTS)
     await s.at(0.55, TTSAudioRawFrame(b"\0" * 960, 24000, 1), TTS, AVATAR)
     # Idle frames keep leaving the avatar while the motion of the reply is computed:
@@ -96,8 +99,49 @@ async def test_stage_times_of_a_turn_and_its_budget_breaks() -> None:
     assert reports[0].over_budget == ["render_first_frame"]
 
 
+async def test_a_reply_made_ahead_of_the_turns_end_is_timed_from_its_own_edges() -> None:
+    """Answering ahead: the LLM is asked at the transcript, the reply's audio waits in the
+    avatar for the turn's decision, and a withdrawn first answer is not counted."""
+    reports: list[TurnReport] = []
+
+    async def on_turn(report: TurnReport) -> None:
+        reports.append(report)
+
+    observer = TurnLatencyObserver(
+        llm=LLM, tts=TTS, avatar=AVATAR, output=OUTPUT, budgets=LatencyBudgets(), on_turn=on_turn
+    )
+    s = Script(observer)
+    # "How does" ... a pause VAD calls a stop; the answer ahead is withdrawn.
+    await s.at(0.30, vad_stop(s.t0 + 0.30), AGG, LLM)
+    await s.at(0.32, TranscriptionFrame("How does", "user", "now", finalized=True), STT, AGG)
+    await s.at(0.32, LLMContextFrame(LLMContext()), AGG, LLM)
+    await s.at(0.33, LLMTextFrame("I"), LLM, TTS)
+    await s.at(0.40, VADUserStartedSpeakingFrame(), AGG, LLM)
+    await s.at(0.40, InterruptionFrame(), AGG, LLM)
+    # "... this work?" ends at 1.0 s.
+    await s.at(1.30, vad_stop(s.t0 + 1.30), AGG, LLM)
+    await s.at(1.32, TranscriptionFrame("this work?", "user", "now", finalized=True), STT, AGG)
+    await s.at(1.32, LLMContextFrame(LLMContext()), AGG, LLM)
+    await s.at(1.33, LLMTextFrame("It"), LLM, TTS)
+    await s.at(1.45, TTSAudioRawFrame(b"\0" * 960, 24000, 1), TTS, AVATAR)  # held there
+    await s.at(1.50, UserStoppedSpeakingFrame(), AGG, LLM)
+    await s.at(1.53, AUDIO, AVATAR, OUTPUT)
+    await s.at(1.54, IMAGE, AVATAR, OUTPUT)
+    await s.at(1.55, BotStartedSpeakingFrame(), OUTPUT, object())
+
+    assert len(reports) == 1
+    stages = reports[0].stages_ms
+    assert stages["vad_stop"] == pytest.approx(500, abs=1)
+    assert stages["llm_ttft"] == pytest.approx(10, abs=1)
+    assert stages["tts_ttfb"] == pytest.approx(120, abs=1)
+    assert stages["render_first_frame"] == pytest.approx(40, abs=1)  # from the decision
+    assert stages["end_to_end"] == pytest.approx(550, abs=1)
+
+
 async def test_barge_in_is_noted_only_over_the_avatars_voice() -> None:
-    observer = TurnLatencyObserver(tts=TTS, avatar=AVATAR, output=OUTPUT, budgets=LatencyBudgets())
+    observer = TurnLatencyObserver(
+        llm=LLM, tts=TTS, avatar=AVATAR, output=OUTPUT, budgets=LatencyBudgets()
+    )
     s = Script(observer)
     await s.at(1.0, VADUserStartedSpeakingFrame(), AGG, LLM)  # the avatar is silent
     await s.at(2.0, BotStartedSpeakingFrame(), OUTPUT, object())
@@ -113,7 +157,9 @@ async def test_barge_in_is_noted_only_over_the_avatars_voice() -> None:
 
 
 async def test_a_pause_that_no_turn_followed_has_no_interruption() -> None:
-    observer = TurnLatencyObserver(tts=TTS, avatar=AVATAR, output=OUTPUT, budgets=LatencyBudgets())
+    observer = TurnLatencyObserver(
+        llm=LLM, tts=TTS, avatar=AVATAR, output=OUTPUT, budgets=LatencyBudgets()
+    )
     s = Script(observer)
     await s.at(0.0, BotStartedSpeakingFrame(), OUTPUT, object())
     await s.at(1.0, VADUserStartedSpeakingFrame(), AGG, LLM)  # a cough

@@ -141,21 +141,28 @@ def test_a_long_first_sentence_loses_its_first_few_words_to_a_piece_of_their_own
         "go to therapy?",
         "It had issues.",
     ]
-    # Sentence by sentence; later sentences and a short first one stay whole.
+    # Sentence by sentence; later sentences and a short first one without a clause stay
+    # whole.
     assert split_text(STORY) == [
         "Once upon a time",
         "a small robot lived in a lighthouse by the sea.",
         STORY.split("sea. ")[1],
     ]
-    assert split_text("How are you, my friend?") == ["How are you, my friend?"]
+    assert split_text("How are you, my friend?") == ["How are you,", "my friend?"]
+    assert split_text("How are you today?") == ["How are you today?"]
     assert split_text(LONG_FIRST, split_first=False) == [LONG_FIRST]
 
 
 def test_the_first_piece_is_cut_as_soon_as_its_words_are_in() -> None:
     """As the LLM's text streams, the piece split_text would cut is known after six
-    whole words (and only if no sentence has ended): the same piece, with the rest."""
+    whole words (and only if no sentence has ended): the same piece, with the rest. An
+    early clause is known at its mark."""
+    for sentence in ("Well now, I think so.", "Yes, every night it counted the ships."):
+        starts = [sentence[:n] for n in range(1, len(sentence) + 1)]
+        decided = next(s for s in starts if first_piece(s) is not None)
+        assert first_piece(decided) == (split_text(sentence)[0], "")
+        assert decided == split_text(sentence)[0] + " "
     for sentence in (
-        LONG_FIRST,
         "I aim to start answering well under a second after you stop.",
         "Every night it counted the ships that passed, and then it slept.",
         "Why did the avatar go to therapy? It had issues.",
@@ -169,7 +176,7 @@ def test_the_first_piece_is_cut_as_soon_as_its_words_are_in() -> None:
         assert sentence.startswith(piece) and sentence[len(piece) :].lstrip().startswith(rest)
     assert first_piece("I aim to start answering well") is None  # "well" may grow
     assert first_piece("Hi there. I aim to start answering ") is None  # a sentence ended
-    assert first_piece("How are you, my friend") is None  # five words stay whole
+    assert first_piece("How are you today") is None  # five words stay whole
 
 
 async def test_a_reply_is_spoken_before_the_llm_finishes_its_first_sentence() -> None:

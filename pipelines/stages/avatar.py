@@ -18,12 +18,18 @@ if no turn follows the sound, the reply resumes where it stopped. On a pause the
 asks the output transport for the reply audio it has not sent yet
 (``ReplyAudioHoldFrame``), so the listener stops hearing the reply at once; the frames it
 hands back (``ReplyAudioReturnedFrame``) go back into the player and play again on resume.
+
+A reply that starts while the user's turn is still open (between ``UserStartedSpeakingFrame``
+and ``UserStoppedSpeakingFrame``) was made ahead of the turn's end
+(``pipelines/turn_end.py``): its frames wait here, in order, and go into the player the
+moment the turn ends; an interruption (the answer withdrawn) drops them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 
 from loguru import logger
 from pipecat.frames.frames import (
@@ -31,6 +37,7 @@ from pipecat.frames.frames import (
     EndFrame,
     Frame,
     InterruptionFrame,
+    LLMFullResponseStartFrame,
     OutputImageRawFrame,
     StartFrame,
     SystemFrame,
@@ -39,6 +46,7 @@ from pipecat.frames.frames import (
     TTSStoppedFrame,
     TTSTextFrame,
     UserStartedSpeakingFrame,
+    UserStoppedSpeakingFrame,
     VADUserStartedSpeakingFrame,
     VADUserStoppedSpeakingFrame,
 )
@@ -53,6 +61,9 @@ from pipelines.frames import (
 from renderer.core import AvatarCore
 from renderer.ladder import DegradationLadder
 from renderer.player import AvatarFrame, AvatarPlayer
+
+#: Frames that start a reply; one arriving while the user's turn is open was made ahead.
+REPLY_START = (LLMFullResponseStartFrame, TTSStartedFrame, TTSAudioRawFrame)
 
 # After a sound that did not become a turn, wait this long (for a late turn start from
 # the transcript) before the paused reply resumes.
@@ -83,6 +94,10 @@ class AvatarStage(FrameProcessor):
         # samples_pushed at the last TTS text (or start): a sentence's text that comes
         # after its audio is spread over the audio since then.
         self._text_from = 0
+        self._turn_open = False  # the user's turn started and has not ended
+        # A reply made ahead of the turn's end, held in order (None: none held), and since when.
+        self._ahead: list[Frame] | None = None
+        self._ahead_since = 0.0
 
     @property
     def player(self) -> AvatarPlayer:
@@ -158,18 +173,44 @@ class AvatarStage(FrameProcessor):
                 self._resume_task = self.create_task(self._resume_later(), name="avatar-resume")
             await self.push_frame(frame, direction)
         elif isinstance(frame, UserStartedSpeakingFrame):
+            self._turn_open = True
             await self._cancel_resume()  # a real turn: the interruption follows
             await self.push_frame(frame, direction)
+        elif isinstance(frame, UserStoppedSpeakingFrame):
+            self._turn_open = False
+            await self.push_frame(frame, direction)
+            await self._release_ahead()
         elif direction is FrameDirection.UPSTREAM or isinstance(frame, SystemFrame):
             await self.push_frame(frame, direction)
-        elif isinstance(frame, TTSAudioRawFrame):
+        elif self._ahead is not None:
+            self._ahead.append(frame)
+        elif self._turn_open and isinstance(frame, REPLY_START):
+            self._ahead, self._ahead_since = [frame], time.monotonic()
+            logger.debug(f"{self}: a reply made ahead of the turn's end waits for it")
+        else:
+            await self._take_reply_frame(frame)
+
+    async def _take_reply_frame(self, frame: Frame) -> None:
+        """Audio into the player; other frames wait behind the audio before them."""
+        if isinstance(frame, TTSAudioRawFrame):
             phonemes = frame.phonemes if isinstance(frame, PhonemeAudioRawFrame) else ()
-            player.push_audio(frame.audio, frame.sample_rate, phonemes)
+            self._player.push_audio(frame.audio, frame.sample_rate, phonemes)
             self._drained.clear()
         else:
             if isinstance(frame, TTSStoppedFrame):
-                player.flush()
+                self._player.flush()
             await self._push_in_order(frame)
+
+    async def _release_ahead(self) -> None:
+        """The turn ended: the reply made ahead of it plays now."""
+        if self._ahead is None:
+            return
+        held_ms = (time.monotonic() - self._ahead_since) * 1000
+        logger.debug(f"{self}: the turn ended; the reply held {held_ms:.0f} ms for it plays")
+        # Frames still arriving meanwhile join the list, so the order holds.
+        while self._ahead:
+            await self._take_reply_frame(self._ahead.pop(0))
+        self._ahead = None
 
     async def _resume_later(self) -> None:
         """No turn followed the sound: carry on with the reply where it stopped."""
@@ -242,7 +283,9 @@ class AvatarStage(FrameProcessor):
         heard_s = self._player.clear_buffer()
         self._text_from = self._player.samples_pushed
         kept = [frame for _, frame in self._held if not frame.interruptible]
+        kept += [frame for frame in self._ahead or [] if not frame.interruptible]
         self._held.clear()
+        self._ahead = None
         for frame in kept:
             await self.push_frame(frame)
         logger.debug(f"{self}: interrupted after {heard_s:.2f}s of the reply had played")
