@@ -561,6 +561,7 @@ async def profile(
     _match_decisions(results, session.get("barge_ins", []))
     report = build_report(results, session.get("turns", []), timeline, settings)
     report["user_voice"] = user_voice
+    report["reply_audio_gaps"] = session.get("audio", {})
     return report
 
 
@@ -732,6 +733,12 @@ def format_table(report: dict[str, Any]) -> str:
         lines.append(
             "end-to-end at the caller, p50 of its parts: "
             + ", ".join(f"{k.replace('_', ' ')} {v['p50_ms']:.0f} ms" for k, v in parts.items())
+        )
+    gaps = report.get("reply_audio_gaps")
+    if gaps:
+        lines.append(
+            f"gaps inside replies (the avatar had no audio to play): {gaps['reply_gaps']}, "
+            f"{gaps['reply_gap_ms']} ms in all"
         )
     bc = report["backchannel"]
     if bc["turns"]:

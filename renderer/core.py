@@ -125,6 +125,12 @@ class AvatarCore:
         self._resampler_origin = 0  # samples_pushed when the resampler started
         self._index = 0
         self._paused = False
+        # Gaps in a reply: frames of an open segment, after its first audio played, that
+        # had no audio to play (synthesis fell behind), and how many such stretches.
+        self.gap_frames = 0
+        self.gaps = 0
+        self._segment_heard = False  # the open segment has played audio
+        self._in_gap = False
         self._last_motion: np.ndarray | None = None
         self._blend_left = 0
         # The newest speech frames handed out: (audio, samples of it that were speech, motion).
@@ -189,6 +195,7 @@ class AvatarCore:
             raise ValueError(f"sample_rate must be positive, got {sample_rate}")
         if not self._open:
             self._open = True
+            self._segment_heard = False
             self._segments.append(_Segment(start=self.samples_pushed))
         samples = np.frombuffer(pcm, dtype=np.int16)
         marks = phonemes if self._motion.reads_frames else ()
@@ -277,6 +284,7 @@ class AvatarCore:
         self.samples_played = self.samples_pushed  # dropped samples count as consumed
         self._history.clear()
         self._replay.clear()
+        self._segment_heard = self._in_gap = False
         self._paused = False
         self._blend_left = BLEND_FRAMES
         self._motion.clear()
@@ -334,6 +342,7 @@ class AvatarCore:
                 at, ipa = self._marks.popleft()
                 marks.append(PhonemeMark(ipa, max(at - start, 0) / self.sample_rate))
             speaking = True
+            self._segment_heard, self._in_gap = True, False
             samples = _EMPTY
             if self._motion.reads_frames:
                 samples = np.frombuffer(audio, np.int16).astype(np.float32) * (1.0 / 32768.0)
@@ -341,6 +350,10 @@ class AvatarCore:
             # Underrun (segment still open: keep speaking, no audio) or idle.
             audio = b""
             speaking = self._open
+            if speaking and self._segment_heard:
+                self.gap_frames += 1
+                self.gaps += not self._in_gap
+                self._in_gap = True
             samples = _EMPTY
             if not speaking:
                 self._marks.clear()  # marks past the end of the audio will never play

@@ -66,6 +66,9 @@ MARKS_VERSION = 2
 #: A reply's first piece has at most this many words (about a second of speech): Piper
 #: runs a whole piece at once, so its length is the wait for the first audio.
 FIRST_PIECE_WORDS = 4
+#: The piece after a piece of N words has at most this many words per word, and one more:
+#: in a busy call Piper takes about 60 ms plus 40 ms a word, and a word plays about 0.3 s.
+NEXT_PIECE_WORDS_PER_WORD = 5
 #: A first sentence this short is spoken whole (unless its first clause is cut).
 WHOLE_FIRST_WORDS = 5
 #: Where a first sentence without an early clause is cut: before one of these words.
@@ -187,22 +190,48 @@ def split_text(text: str, *, split_first: bool = True) -> list[str]:
     if not split_first or not pieces:
         return pieces
     head = _early_clause(pieces[0])
-    if head is not None:
-        return [head, pieces[0][len(head) :].strip(), *pieces[1:]]
-    words = pieces[0].split()
-    if len(words) <= WHOLE_FIRST_WORDS:
-        return pieces
+    if head is None:
+        words = pieces[0].split()
+        cut = _word_cut(words, FIRST_PIECE_WORDS) if len(words) > WHOLE_FIRST_WORDS else None
+        if cut is None:
+            return pieces
+        head = " ".join(words[:cut])
+    tail = pieces[0][len(head) :].strip()
+    return [head, *split_next(tail, len(head.split())), *pieces[1:]]
+
+
+def split_next(text: str, after_words: int) -> list[str]:
+    """``text``, the rest of a sentence whose first ``after_words`` words were spoken as a
+    piece, as one piece, or as two when it has more than ``NEXT_PIECE_WORDS_PER_WORD *
+    after_words + 1`` words: Piper must finish it before that short piece has played, or
+    the reply pauses there. The first of the two ends at its first clause boundary if that
+    comes early enough, else as :func:`split_text` cuts a first piece."""
+    limit = NEXT_PIECE_WORDS_PER_WORD * after_words + 1
+    words = text.split()
+    if after_words <= 0 or len(words) <= limit:
+        return [text] if text else []
+    boundary = next(_CLAUSE.finditer(text), None)
+    if boundary is not None and len(text[: boundary.end()].split()) <= limit:
+        return [text[: boundary.end()].strip(), text[boundary.end() :].strip()]
+    cut = _word_cut(words, limit)
+    if cut is None:
+        return [text]
+    return [" ".join(words[:cut]), " ".join(words[cut:])]
+
+
+def _word_cut(words: list[str], most: int) -> int | None:
+    """How many of ``words`` (at most ``most``, leaving one) a piece takes: up to the last
+    joining word ("to", "and", ...) among them, else through the last of them that does
+    not lean on the next ("the", "my", ...); None if neither exists."""
 
     def bare(word: str) -> str:
         return word.lower().strip("\"'()")
 
-    span = range(FIRST_PIECE_WORDS, 1, -1)
+    span = range(min(most, len(words) - 1), 1, -1)
     cut = next((n for n in span if bare(words[n]) in _JOINING_WORDS), None)
     if cut is None:
         cut = next((n for n in span if bare(words[n - 1]) not in _LEANING_WORDS), None)
-    if cut is None:
-        return pieces
-    return [" ".join(words[:cut]), " ".join(words[cut:]), *pieces[1:]]
+    return cut
 
 
 def _early_clause(sentence: str) -> str | None:
@@ -507,7 +536,7 @@ class _Synthesis(Synthesis):
         scales: np.ndarray,
         split_first: bool,
         cut: bool,
-        after_cut: bool,
+        after_cut: int,
         chunk_samples: int,
         should_abort: Callable[[], bool] | None,
         max_buffered: int | None,
@@ -524,7 +553,7 @@ class _Synthesis(Synthesis):
         self.scales = scales
         self.split_first = split_first
         self.cut = cut  # the text is a sentence's first words: its last piece runs on
-        self.after_cut = after_cut
+        self.after_cut = after_cut  # words of the piece cut before this text (0: none)
         self.chunk_samples = chunk_samples
         self.options = voice._onnxruntime.RunOptions()
         self.cut_tail_samples = voice.sample_rate * CUT_TAIL_MS // 1000
@@ -536,8 +565,10 @@ class _Synthesis(Synthesis):
 
     def produce(self) -> None:
         pieces = split_text(self.text, split_first=self.split_first)
+        if self.after_cut and pieces:  # the rest of a sentence whose start was cut early
+            pieces = [*split_next(pieces[0], self.after_cut), *pieces[1:]]
         # Only a reply's first words and those after a cut start without a pause.
-        lead = self.split_first or self.after_cut
+        lead = self.split_first or self.after_cut > 0
         for i, piece in enumerate(pieces):
             last = i + 1 == len(pieces)
             cut = (self.cut and continues(piece)) if last else continues(piece)
@@ -637,7 +668,7 @@ class PiperEngine:
         speed: float = 1.0,
         split_first: bool = True,
         cut: bool = False,
-        after_cut: bool = False,
+        after_cut: int = 0,
         should_abort: Callable[[], bool] | None = None,
         max_buffered: int | None = None,
         on_ready: Callable[[], object] | None = None,
@@ -647,7 +678,8 @@ class PiperEngine:
         ``split_first`` splits a long first sentence at its first clause (see
         :func:`split_text`). ``cut``: ``text`` is a piece cut from the start of its
         sentence (see :func:`first_piece`), spoken to run on into the rest;
-        ``after_cut``: ``text`` is that rest, started without a pause. The other
+        ``after_cut``: ``text`` is that rest, started without a pause, and the piece had
+        this many words (its first words may be cut again: :func:`split_next`). The other
         arguments are those of ``EspeakEngine.stream``.
         """
         synthesis = _Synthesis(

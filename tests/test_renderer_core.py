@@ -103,6 +103,25 @@ def test_underrun_keeps_speaking_without_audio(core: AvatarCore) -> None:
     last = core.advance()
     assert len(last.audio) == SPF * 2 and last.speaking
     assert not core.advance().speaking
+    assert (core.gaps, core.gap_frames) == (1, 1)  # the starved frame, heard as a gap
+
+
+def test_only_a_stall_inside_a_reply_counts_as_a_gap(core: AvatarCore) -> None:
+    core.push_audio(pcm(SPF // 2, 1), SR)
+    core.advance()  # waiting for the reply's first frame of audio: not a gap
+    core.push_audio(pcm(SPF * 2, 2), SR)
+    core.advance(), core.advance()
+    core.pause()  # the user may be talking: a pause, not a gap
+    core.advance(), core.advance()
+    core.resume()
+    core.advance(), core.advance()  # two starved frames: one gap
+    core.push_audio(pcm(SPF, 3), SR)
+    core.advance()
+    core.advance()  # starved again: a second gap
+    core.end_segment()
+    drain(core)
+    core.advance()  # idle between replies: not a gap
+    assert (core.gaps, core.gap_frames) == (2, 3)
 
 
 def test_clear_buffer_drops_pending_and_reports_position(core: AvatarCore) -> None:

@@ -65,6 +65,7 @@ from speech.piper import (
     continues,
     first_piece,
     model_files,
+    split_next,
     split_text,
     trim_lead,
     trim_tail,
@@ -120,11 +121,13 @@ def test_a_long_first_sentence_loses_its_first_few_words_to_a_piece_of_their_own
     # At an early clause boundary ...
     assert split_text(LONG_FIRST) == [
         "Well now,",
-        "I think that the weather today will be rather nice for a long walk by the sea.",
+        # ... and a long rest after a short piece is cut again (see the next test).
+        "I think that the weather today will be rather nice",
+        "for a long walk by the sea.",
     ]
-    assert split_text("Yes, every night it counted the ships that passed by.") == [
+    assert split_text("Yes, every night it counted the ships.") == [
         "Yes,",
-        "every night it counted the ships that passed by.",
+        "every night it counted the ships.",
     ]
     # ... else before a joining word among its first four words ...
     assert split_text("I aim to start answering well under a second after you stop.") == [
@@ -151,6 +154,42 @@ def test_a_long_first_sentence_loses_its_first_few_words_to_a_piece_of_their_own
     assert split_text("How are you, my friend?") == ["How are you,", "my friend?"]
     assert split_text("How are you today?") == ["How are you today?"]
     assert split_text(LONG_FIRST, split_first=False) == [LONG_FIRST]
+
+
+def test_after_a_short_piece_the_next_is_short_enough_to_be_ready_in_time() -> None:
+    """A piece of N words plays for about N * 0.3 s; the next may have 5 N + 1 words."""
+    assert split_text("Yes, everything you see here can run on your own machine.") == [
+        "Yes,",
+        "everything you see here can run",  # before a joining word ("on")
+        "on your own machine.",
+    ]
+    assert split_next("into text, a language model writes a reply, and more.", 1) == [
+        "into text,",  # at a clause boundary
+        "a language model writes a reply, and more.",
+    ]
+    assert split_next("a talking avatar made by Visage.", 1) == ["a talking avatar made by Visage."]
+    rest = "to you, answer out loud, and move my face while I talk."
+    assert split_next(rest, 3) == [rest]  # 13 words after three: in time
+    assert split_next(rest, 0) == [rest]  # not after a cut
+
+
+def test_the_rest_after_a_one_word_piece_is_synthesised_in_two_runs(
+    engine: PiperEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runs: list[int] = []  # phonemes per model run
+    real_run = piper._Voice.run
+
+    def counted(self, phonemes, scales, options):  # type: ignore[no-untyped-def]
+        runs.append(len(phonemes))
+        return real_run(self, phonemes, scales, options)
+
+    monkeypatch.setattr(piper._Voice, "run", counted)
+    rest = "everything you see here can run on your own machine, with no internet needed."
+    list(engine.stream(rest, split_first=False, after_cut=1))
+    assert len(runs) == 2 and runs[0] < runs[1]  # six words, then eight
+    runs.clear()
+    list(engine.stream(rest, split_first=False, after_cut=5))
+    assert len(runs) == 1  # after five words there is time for all fourteen
 
 
 def test_the_first_piece_is_cut_as_soon_as_its_words_are_in() -> None:

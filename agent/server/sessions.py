@@ -114,6 +114,7 @@ class Session:
     def describe(self) -> dict[str, Any]:
         """A JSON-ready summary for its caller (GET /api/calls/{pc_id})."""
         track = self.video_track()
+        core = self.conversation.avatar.core
         return {
             "pc_id": self.pc_id,
             "age_s": round(time.time() - self.started_at, 1),
@@ -129,6 +130,11 @@ class Session:
                 for r in self.conversation.latency.reports
             ],
             "barge_ins": [b.as_dict() for b in self.conversation.latency.barge_ins],
+            "audio": {
+                # Stretches inside replies when the avatar had no audio to play.
+                "reply_gaps": core.gaps,
+                "reply_gap_ms": round(core.gap_frames * 1000 / core.fps),
+            },
             "video": {
                 "rendered": self.conversation.avatar.frames_rendered,
                 "drawn": self.conversation.avatar.frames_drawn,

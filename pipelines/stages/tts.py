@@ -101,18 +101,20 @@ class StreamingTTSService(TTSService):
         self._context_audio_s: dict[str, float] = {}
         # The reply's first words cut early from its first sentence (None: never cut).
         self._first_pieces: FirstPieceAggregator | None = None
-        self._after_cut: set[str] = set()  # contexts whose next text continues a cut
+        # Contexts whose next text continues a sentence cut early: the cut piece's words.
+        self._after_cut: dict[str, int] = {}
         # When the audio sent so far would finish playing, on time.monotonic()'s clock.
         self._playout_end = 0.0
         self._playout_context: str | None = None  # whose audio that is
         self.late_s = 0.0  # how far synthesis fell behind playback inside replies, in all
 
     def _start_stream(
-        self, text: str, *, first: bool, cut: bool, after_cut: bool, on_ready: Callable[[], object]
+        self, text: str, *, first: bool, cut: bool, after_cut: int, on_ready: Callable[[], object]
     ) -> SpeechStream:
         """Start synthesising ``text`` (``first``: the context's first text; ``cut``: the
-        first words of a sentence, cut early by the aggregator; ``after_cut``: the rest of
-        that sentence); ValueError for settings the engine cannot use."""
+        first words of a sentence, cut early by the aggregator; ``after_cut``: the words
+        of that piece when ``text`` is the rest of its sentence, else 0); ValueError for
+        settings the engine cannot use."""
         raise NotImplementedError
 
     def _check_settings(self) -> None:
@@ -134,10 +136,9 @@ class StreamingTTSService(TTSService):
         ready = asyncio.Event()
         label = self.engine_label
         cut = self._first_pieces is not None and self._first_pieces.take_cut(text)
-        after_cut = context_id in self._after_cut
-        self._after_cut.discard(context_id)
+        after_cut = self._after_cut.pop(context_id, 0)
         if cut:
-            self._after_cut.add(context_id)
+            self._after_cut[context_id] = len(text.split())
         try:
             speech = self._start_stream(
                 text,
@@ -211,12 +212,12 @@ class StreamingTTSService(TTSService):
     async def on_audio_context_interrupted(self, context_id: str):
         """Forget the interrupted context's audio clock."""
         self._context_audio_s.pop(context_id, None)
-        self._after_cut.discard(context_id)
+        self._after_cut.pop(context_id, None)
 
     async def on_audio_context_completed(self, context_id: str):
         """Forget the finished context's audio clock."""
         self._context_audio_s.pop(context_id, None)
-        self._after_cut.discard(context_id)
+        self._after_cut.pop(context_id, None)
 
     def cut_first_pieces(self, first_piece: FirstPiece) -> None:
         """Have a reply's first words cut from the LLM's text as soon as ``first_piece``
@@ -342,7 +343,7 @@ class EspeakTTSService(StreamingTTSService):
         )
 
     def _start_stream(
-        self, text: str, *, first: bool, cut: bool, after_cut: bool, on_ready: Callable[[], object]
+        self, text: str, *, first: bool, cut: bool, after_cut: int, on_ready: Callable[[], object]
     ) -> SpeechStream:
         # espeak-ng speaks a reply's first sentence in a few ms: nothing is cut early.
         return self._engine.stream(
@@ -405,7 +406,7 @@ class PiperTTSService(StreamingTTSService):
         self.cut_first_pieces(first_piece)
 
     def _start_stream(
-        self, text: str, *, first: bool, cut: bool, after_cut: bool, on_ready: Callable[[], object]
+        self, text: str, *, first: bool, cut: bool, after_cut: int, on_ready: Callable[[], object]
     ) -> SpeechStream:
         return self._engine.stream(
             text,
