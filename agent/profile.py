@@ -662,6 +662,7 @@ def build_report(
                 "av_offset_after_resume_ms": r.av_offset_after_resume_ms,
                 "av_offsets_arrival_ms": r.av_offsets_arrival_ms,
                 "server_stages_ms": m["stages_ms"] if m else {},
+                "server_stage_starts_ms": m.get("starts_ms", {}) if m else {},
                 "end_to_end_parts_ms": _end_to_end_parts(r, m),
             }
             for r, m in zip(results, matched, strict=True)
@@ -767,11 +768,24 @@ def plot_waterfall(report: dict[str, Any], path: Path) -> None:
     colors = plt.get_cmap("tab10")
     for row, turn in enumerate(turns):
         left = 0.0
+        starts = turn.get("server_stage_starts_ms", {})
         for k, name in enumerate(order):
             width = turn["server_stages_ms"].get(name)
             if width is None:
                 continue
-            ax.barh(row, width, left=left, color=colors(k), label=name if row == 0 else None)
+            # Where the server says the stage began (answering ahead overlaps vad_stop,
+            # so the turn's decision gets a lane of its own above the reply's stages);
+            # an older server's report gives only lengths, drawn end to end.
+            left = starts.get(name, left)
+            lane = (row - 0.22, 0.3) if name == "vad_stop" else (row + 0.14, 0.42)
+            ax.barh(
+                lane[0],
+                width,
+                height=lane[1],
+                left=left,
+                color=colors(k),
+                label=name if row == 0 else None,
+            )
             left += width
         if turn["end_to_end_ms"] is not None:
             ax.plot(turn["end_to_end_ms"], row, "k|", markersize=14)
@@ -780,7 +794,13 @@ def plot_waterfall(report: dict[str, Any], path: Path) -> None:
     ax.set_yticks(range(len(turns)), labels)
     ax.invert_yaxis()
     ax.set_xlabel("ms after the user stopped speaking (| = reply audio at the client)")
-    ax.legend(loc="best", fontsize=8)
+    ax.legend(
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.1 - 0.6 / max(len(turns), 1)),
+        ncol=5,
+        fontsize=8,
+        frameon=False,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

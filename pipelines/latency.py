@@ -66,6 +66,9 @@ class TurnReport:
     stages_ms: dict[str, float]
     over_budget: list[str] = field(default_factory=list)
     speech_end: float = 0.0  # wall-clock time the user's speech ended
+    #: When each stage began, in ms after the speech ended (with answering ahead, the
+    #: LLM and TTS begin before ``vad_stop`` ends).
+    starts_ms: dict[str, float] = field(default_factory=dict)
 
     def as_message(self, budgets: LatencyBudgets) -> dict[str, object]:
         """The RTVI server-message payload the page's debug overlay reads."""
@@ -214,11 +217,17 @@ class TurnLatencyObserver(BaseObserver):
         }
         budgets = self.budgets.model_dump()
         over = [name for name, ms in stages.items() if ms > budgets[name]]
+        starts = {
+            name: round((start - m.speech_end) * 1000, 1)
+            for name, (start, _end) in spans.items()
+            if name in stages and start is not None and m.speech_end is not None
+        }
         report = TurnReport(
             turn=len(self.reports) + 1,
             stages_ms=stages,
             over_budget=over,
             speech_end=m.speech_end or 0.0,
+            starts_ms=starts,
         )
         self.reports.append(report)
         self._reset()

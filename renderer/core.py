@@ -43,6 +43,7 @@ import numpy as np
 import soxr
 import torch
 import torch.nn.functional as F
+from loguru import logger
 
 from renderer.config import AvatarSettings
 from renderer.frames import FrameDrawer, build_drawer
@@ -131,6 +132,7 @@ class AvatarCore:
         self.gaps = 0
         self._segment_heard = False  # the open segment has played audio
         self._in_gap = False
+        self._gap_run = 0  # frames of the gap going on
         self._last_motion: np.ndarray | None = None
         self._blend_left = 0
         # The newest speech frames handed out: (audio, samples of it that were speech, motion).
@@ -285,6 +287,7 @@ class AvatarCore:
         self._history.clear()
         self._replay.clear()
         self._segment_heard = self._in_gap = False
+        self._gap_run = 0
         self._paused = False
         self._blend_left = BLEND_FRAMES
         self._motion.clear()
@@ -342,7 +345,9 @@ class AvatarCore:
                 at, ipa = self._marks.popleft()
                 marks.append(PhonemeMark(ipa, max(at - start, 0) / self.sample_rate))
             speaking = True
-            self._segment_heard, self._in_gap = True, False
+            if self._in_gap:
+                logger.info(f"avatar: the reply's audio ran dry for {self._gap_run} frames")
+            self._segment_heard, self._in_gap, self._gap_run = True, False, 0
             samples = _EMPTY
             if self._motion.reads_frames:
                 samples = np.frombuffer(audio, np.int16).astype(np.float32) * (1.0 / 32768.0)
@@ -354,6 +359,7 @@ class AvatarCore:
                 self.gap_frames += 1
                 self.gaps += not self._in_gap
                 self._in_gap = True
+                self._gap_run += 1
             samples = _EMPTY
             if not speaking:
                 self._marks.clear()  # marks past the end of the audio will never play

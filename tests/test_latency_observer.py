@@ -136,6 +136,11 @@ async def test_a_reply_made_ahead_of_the_turns_end_is_timed_from_its_own_edges()
     assert stages["tts_ttfb"] == pytest.approx(120, abs=1)
     assert stages["render_first_frame"] == pytest.approx(40, abs=1)  # from the decision
     assert stages["end_to_end"] == pytest.approx(550, abs=1)
+    # The reply was made while the turn was being decided (for the waterfall).
+    starts = reports[0].starts_ms
+    assert starts["vad_stop"] == 0 and starts["llm_ttft"] == pytest.approx(320, abs=1)
+    assert starts["tts_ttfb"] == pytest.approx(330, abs=1)
+    assert starts["render_first_frame"] == pytest.approx(500, abs=1)
 
 
 async def test_barge_in_is_noted_only_over_the_avatars_voice() -> None:

@@ -126,6 +126,7 @@ class Session:
                     "stages_ms": r.stages_ms,
                     "over_budget": r.over_budget,
                     "speech_end": r.speech_end,
+                    "starts_ms": r.starts_ms,
                 }
                 for r in self.conversation.latency.reports
             ],
