@@ -24,13 +24,24 @@ QUESTION_KEY_WORDS = {"what", "your", "name"}
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
+#: Quiet after the reply's last sound before the test takes the reply as over: the page
+#: ends a sound after 250 ms of quiet, and a reply pauses that long between sentences and
+#: at a comma (Piper's first piece is often a clause of its own: "I'm Ava,").
+REPLY_OVER_MS = 1500
+
+
 def _reply_finished(snapshot: dict) -> bool:
-    """A user transcript arrived and a reply sound started after the question and ended."""
+    """A user transcript arrived, a reply sound started after the question, and the reply
+    has been quiet for ``REPLY_OVER_MS`` since its last sound."""
     mic, reply = snapshot.get("mic"), snapshot.get("reply")
     if not (mic and reply and mic["offsets"] and snapshot["userTranscripts"]):
         return False
     speech_end = mic["offsets"][-1]
-    return any(off > on > speech_end for on in reply["onsets"] for off in reply["offsets"])
+    onsets = [on for on in reply["onsets"] if on > speech_end]
+    if not onsets or not reply["offsets"] or reply["offsets"][-1] < onsets[-1]:
+        return False  # no reply yet, or a sound of it still going
+    now = snapshot["frames"][-1]["t"] if snapshot["frames"] else reply["offsets"][-1]
+    return now - reply["offsets"][-1] >= REPLY_OVER_MS
 
 
 async def test_spoken_question_gets_a_talking_avatar_reply(tmp_path: Path) -> None:
