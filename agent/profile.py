@@ -52,6 +52,7 @@ BARGE_IN_EVERY = 5  # turns 2, 7, 12, ... barge in; turns 1, 6, 11, ... say the 
 LOUD = 0.02  # RMS (full scale 1.0) above which received audio counts as speech
 ENVELOPE_HZ = 100
 REPLY_SILENCE_S = 0.8  # a reply has ended after this much quiet
+RESUME_WAIT_S = 3.0  # a reply paused by a "hmm" that has not resumed by then never will
 TURN_TIMEOUT_S = 25.0
 MOUTH_CLOSED = 0.1  # estimated jawOpen at or below which the mouth counts as closed
 DARK_LUMA = 80  # a pixel darker than this (of 255) is the mouth's inside
@@ -358,6 +359,31 @@ async def _wait_reply(client: AvatarClient, after: float, settings_timeout: floa
             return
 
 
+async def _wait_resumed_reply(client: AvatarClient, sound_onset: float, timeout_s: float) -> None:
+    """After a sound over the reply: wait until the reply has halted, resumed and then gone
+    quiet, or has not resumed within ``RESUME_WAIT_S`` (measured as such afterwards).
+
+    Waiting only for quiet after the sound took the pause itself (about a second while VAD
+    and the resume wait) for the reply's end whenever some reply audio was still on its
+    way when the sound ended; the next question then came over the resumed reply.
+    """
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+        now = time.monotonic()
+        timeline = Timeline.from_received(client.received, sound_onset - 0.05)
+        halt = timeline.quiet_from(sound_onset, 0.2)
+        if halt is None:
+            continue
+        resumed = timeline.onset_after(halt, now)
+        if resumed is None:
+            if now - halt > RESUME_WAIT_S:
+                return
+            continue
+        if timeline.quiet_from(resumed, REPLY_SILENCE_S) is not None:
+            return
+
+
 def plan_turns(turns: int, barge_in_every: int = BARGE_IN_EVERY) -> list[str]:
     """Each turn's kind: a plain question, a barge-in, or a backchannel over the reply.
 
@@ -412,7 +438,7 @@ async def _play_turn(client: AvatarClient, question: str, kind: str, voice: str)
         await _wait_reply(client, result.speech_end, TURN_TIMEOUT_S)
     else:
         result.barge_onset, result.backchannel_end = _talk_over(client, BACKCHANNEL, voice)
-        await _wait_reply(client, result.backchannel_end, TURN_TIMEOUT_S)  # the rest of it
+        await _wait_resumed_reply(client, result.barge_onset, TURN_TIMEOUT_S)
     return result
 
 
@@ -464,7 +490,7 @@ def _measure_backchannel(turn: TurnResult, timeline: Timeline, until: float) -> 
         return
     turn.av_offsets_arrival_ms.clear()  # the whole reply's estimate mixed in the pause
     turn.av_offset_ms = _av_offset(turn, timeline, turn.reply_onset, halt)
-    resumed = timeline.onset_after(halt, min(until, halt + 3.0))
+    resumed = timeline.onset_after(halt, min(until, halt + RESUME_WAIT_S))
     if resumed is None:
         return
     turn.pause_ms = (resumed - halt) * 1000
