@@ -131,8 +131,7 @@ class AvatarCore:
         self.gap_frames = 0
         self.gaps = 0
         self._segment_heard = False  # the open segment has played audio
-        self._in_gap = False
-        self._gap_run = 0  # frames of the gap going on
+        self._gap_run = 0  # frames of the gap going on (0: none)
         self._last_motion: np.ndarray | None = None
         self._blend_left = 0
         # The newest speech frames handed out: (audio, samples of it that were speech, motion).
@@ -286,7 +285,7 @@ class AvatarCore:
         self.samples_played = self.samples_pushed  # dropped samples count as consumed
         self._history.clear()
         self._replay.clear()
-        self._segment_heard = self._in_gap = False
+        self._segment_heard = False
         self._gap_run = 0
         self._paused = False
         self._blend_left = BLEND_FRAMES
@@ -345,9 +344,9 @@ class AvatarCore:
                 at, ipa = self._marks.popleft()
                 marks.append(PhonemeMark(ipa, max(at - start, 0) / self.sample_rate))
             speaking = True
-            if self._in_gap:
+            if self._gap_run:
                 logger.info(f"avatar: the reply's audio ran dry for {self._gap_run} frames")
-            self._segment_heard, self._in_gap, self._gap_run = True, False, 0
+            self._segment_heard, self._gap_run = True, 0
             samples = _EMPTY
             if self._motion.reads_frames:
                 samples = np.frombuffer(audio, np.int16).astype(np.float32) * (1.0 / 32768.0)
@@ -357,8 +356,7 @@ class AvatarCore:
             speaking = self._open
             if speaking and self._segment_heard:
                 self.gap_frames += 1
-                self.gaps += not self._in_gap
-                self._in_gap = True
+                self.gaps += not self._gap_run
                 self._gap_run += 1
             samples = _EMPTY
             if not speaking:

@@ -189,7 +189,7 @@ def split_text(text: str, *, split_first: bool = True) -> list[str]:
     pieces = [p.strip() for p in _SENTENCE_END.split(text) if p and p.strip()]
     if not split_first or not pieces:
         return pieces
-    head = _early_clause(pieces[0])
+    head = _early_clause(pieces[0], FIRST_PIECE_WORDS)
     if head is None:
         words = pieces[0].split()
         cut = _word_cut(words, FIRST_PIECE_WORDS) if len(words) > WHOLE_FIRST_WORDS else None
@@ -210,9 +210,9 @@ def split_next(text: str, after_words: int) -> list[str]:
     words = text.split()
     if after_words <= 0 or len(words) <= limit:
         return [text] if text else []
-    boundary = next(_CLAUSE.finditer(text), None)
-    if boundary is not None and len(text[: boundary.end()].split()) <= limit:
-        return [text[: boundary.end()].strip(), text[boundary.end() :].strip()]
+    head = _early_clause(text, limit)
+    if head is not None:
+        return [head, text[len(head) :].strip()]
     cut = _word_cut(words, limit)
     if cut is None:
         return [text]
@@ -234,14 +234,14 @@ def _word_cut(words: list[str], most: int) -> int | None:
     return cut
 
 
-def _early_clause(sentence: str) -> str | None:
-    """The sentence's first clause with its mark ("Yes," "I'm Ava,"), if it has at most
-    ``FIRST_PIECE_WORDS`` words and more of the sentence follows it."""
+def _early_clause(sentence: str, most: int) -> str | None:
+    """The (stripped) sentence's first clause with its mark ("Yes," "I'm Ava,"), if it has
+    at most ``most`` words and more of the sentence follows it."""
     boundary = next(_CLAUSE.finditer(sentence), None)
     if boundary is None or not sentence[boundary.end() :].strip():
         return None
     head = sentence[: boundary.end()].strip()
-    return head if len(head.split()) <= FIRST_PIECE_WORDS else None
+    return head if len(head.split()) <= most else None
 
 
 def first_piece(start: str) -> tuple[str, str] | None:

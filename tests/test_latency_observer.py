@@ -55,6 +55,21 @@ class Script:
             await self.observer.on_push_frame(push)
 
 
+def reporting_observer(
+    budgets: LatencyBudgets,
+) -> tuple[TurnLatencyObserver, list[TurnReport]]:
+    """An observer of the scripted processors, and the list its turn reports go to."""
+    reports: list[TurnReport] = []
+
+    async def on_turn(report: TurnReport) -> None:
+        reports.append(report)
+
+    observer = TurnLatencyObserver(
+        llm=LLM, tts=TTS, avatar=AVATAR, output=OUTPUT, budgets=budgets, on_turn=on_turn
+    )
+    return observer, reports
+
+
 def vad_stop(at: float, stop_secs: float = 0.3) -> VADUserStoppedSpeakingFrame:
     frame = VADUserStoppedSpeakingFrame(stop_secs=stop_secs)
     frame.timestamp = at
@@ -62,15 +77,7 @@ def vad_stop(at: float, stop_secs: float = 0.3) -> VADUserStoppedSpeakingFrame:
 
 
 async def test_stage_times_of_a_turn_and_its_budget_breaks() -> None:
-    reports: list[TurnReport] = []
-
-    async def on_turn(report: TurnReport) -> None:
-        reports.append(report)
-
-    budgets = LatencyBudgets(render_first_frame=50)
-    observer = TurnLatencyObserver(
-        llm=LLM, tts=TTS, avatar=AVATAR, output=OUTPUT, budgets=budgets, on_turn=on_turn
-    )
+    observer, reports = reporting_observer(LatencyBudgets(render_first_frame=50))
     s = Script(observer)
     # Speech ends at 0.0 s; VAD reports it 0.3 s later, the turn is decided at 0.45 s.
     await s.at(0.30, vad_stop(s.t0 + 0.30), AGG, LLM)
@@ -102,14 +109,7 @@ async def test_stage_times_of_a_turn_and_its_budget_breaks() -> None:
 async def test_a_reply_made_ahead_of_the_turns_end_is_timed_from_its_own_edges() -> None:
     """Answering ahead: the LLM is asked at the transcript, the reply's audio waits in the
     avatar for the turn's decision, and a withdrawn first answer is not counted."""
-    reports: list[TurnReport] = []
-
-    async def on_turn(report: TurnReport) -> None:
-        reports.append(report)
-
-    observer = TurnLatencyObserver(
-        llm=LLM, tts=TTS, avatar=AVATAR, output=OUTPUT, budgets=LatencyBudgets(), on_turn=on_turn
-    )
+    observer, reports = reporting_observer(LatencyBudgets())
     s = Script(observer)
     # "How does" ... a pause VAD calls a stop; the answer ahead is withdrawn.
     await s.at(0.30, vad_stop(s.t0 + 0.30), AGG, LLM)
