@@ -176,6 +176,15 @@ class VADSettings(BaseModel):
         "transcript is in, while smart-turn decides whether the user has finished; the "
         "avatar holds it until then, and drops it if the user speaks on.",
     )
+    early_verdict_secs: float = Field(
+        0.15,
+        ge=0.0,
+        le=3.0,
+        description="With smart-turn: quiet after which smart-turn first judges whether the "
+        "user has finished, before VAD's stop (stop_secs). A 'finished' verdict then ends "
+        "the turn the moment VAD stops; 'unfinished' is judged again at the stop. 0 judges "
+        "only at VAD's stop.",
+    )
     question_ends_turn: bool = Field(
         True,
         description="With smart-turn: a transcript ending in a question mark ends the turn "

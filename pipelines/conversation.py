@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from loguru import logger
 from pipecat.audio.turn.smart_turn.base_smart_turn import SmartTurnParams
 from pipecat.audio.turn.smart_turn.local_smart_turn_v3 import LocalSmartTurnAnalyzerV3
-from pipecat.audio.vad.silero import SileroVADAnalyzer
 from pipecat.audio.vad.vad_analyzer import VADParams
 from pipecat.frames.frames import LLMRunFrame
 from pipecat.pipeline.pipeline import Pipeline
@@ -33,7 +32,11 @@ from pipelines.stages.llm import create_llm_service
 from pipelines.stages.stt import create_stt_service
 from pipelines.stages.tts import create_tts_service
 from pipelines.stats import SessionStatsObserver
-from pipelines.turn_end import SpeakAheadTurnStopStrategy, SpeculationWithdrawal
+from pipelines.turn_end import (
+    QuietTimingSileroVAD,
+    SpeakAheadTurnStopStrategy,
+    SpeculationWithdrawal,
+)
 from pipelines.turns import SustainedSpeechUserTurnStartStrategy
 from renderer.config import AvatarSettings
 from renderer.core import AvatarCore
@@ -81,7 +84,7 @@ def avatar_transport_params(avatar: AvatarSettings) -> TransportParams:
 
 
 def _vad_and_turns(vad: VADSettings) -> LLMUserAggregatorParams:
-    analyzer = SileroVADAnalyzer(
+    analyzer = QuietTimingSileroVAD(
         params=VADParams(
             confidence=vad.confidence,
             start_secs=vad.start_secs,
@@ -98,6 +101,8 @@ def _vad_and_turns(vad: VADSettings) -> LLMUserAggregatorParams:
             turn_analyzer=LocalSmartTurnAnalyzerV3(params=analyzer_params),
             speak_ahead=vad.speak_ahead,
             question_ends_turn=vad.question_ends_turn,
+            quiet_secs=analyzer.quiet_secs,
+            early_verdict_secs=vad.early_verdict_secs,
         )
     else:
         stop = SpeechTimeoutUserTurnStopStrategy(user_speech_timeout=vad.turn_max_silence_secs)

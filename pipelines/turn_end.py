@@ -16,16 +16,27 @@ unfinished ("How does this work?" with falling intonation), which costs the call
 ``turn_max_silence_secs`` of waiting. With ``question_ends_turn`` a transcript that ends
 in a question mark ends the turn without asking smart-turn, whose inference would
 otherwise compete with the reply's synthesis for the CPU.
+
+Smart-turn is also asked early: once VAD's windows have been quiet for
+``early_verdict_secs`` (before VAD's own stop at ``stop_secs``), as pipecat's guidance of a
+0.2 s stop for smart-turn has it. A "finished" verdict then ends the turn the moment VAD
+stops and the words are in, instead of a few hundred milliseconds later, and smart-turn's
+inference is over before the reply's synthesis starts. An "unfinished" one is asked again
+at VAD's stop, with more silence to hear. If the user speaks again before VAD's stop, the
+early verdict is dropped; smart-turn forgets the audio it judged finished (its own rule),
+so its next verdict in that turn hears only the speech after the pause.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 from loguru import logger
 from pipecat.audio.turn.base_turn_analyzer import BaseTurnAnalyzer, EndOfTurnState
+from pipecat.audio.vad.silero import SileroVADAnalyzer
 from pipecat.frames.frames import (
     EagerEndOfTurnCancelFrame,
     Frame,
@@ -46,6 +57,31 @@ from pipecat.turns.user_stop.base_user_turn_stop_strategy import BaseUserTurnSto
 TRANSCRIPT_WAIT_S = 0.1
 
 
+class QuietTimingSileroVAD(SileroVADAnalyzer):
+    """pipecat's Silero VAD that also tells how long the speech has been quiet.
+
+    VAD reports a stop only after ``stop_secs`` of quiet windows; :meth:`quiet_secs` counts
+    them as they come, so the end of the turn can be judged while VAD waits. A window is
+    quiet when Silero's confidence is under the threshold (the loudness gate is not
+    applied: a quiet but voiced window delays the early verdict, never hastens it).
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._quiet_windows = 0  # consecutive windows under the confidence threshold
+
+    def voice_confidence(self, buffer: bytes) -> float:
+        """Silero's confidence for one window (VAD's thread), counting quiet windows."""
+        confidence = super().voice_confidence(buffer)
+        quiet = confidence < self.params.confidence
+        self._quiet_windows = self._quiet_windows + 1 if quiet else 0
+        return confidence
+
+    def quiet_secs(self) -> float:
+        """How long the audio analysed so far has been quiet (0 while speech goes on)."""
+        return self._quiet_windows * self.num_frames_required() / self.sample_rate
+
+
 class SpeakAheadTurnStopStrategy(BaseUserTurnStopStrategy):
     """Ends the turn on smart-turn's verdict; starts the reply as soon as the words are in."""
 
@@ -55,10 +91,17 @@ class SpeakAheadTurnStopStrategy(BaseUserTurnStopStrategy):
         turn_analyzer: BaseTurnAnalyzer,
         speak_ahead: bool = True,
         question_ends_turn: bool = True,
+        quiet_secs: Callable[[], float] | None = None,
+        early_verdict_secs: float = 0.0,
         **kwargs: Any,
     ) -> None:
+        """``quiet_secs`` says how long VAD has heard quiet (:class:`QuietTimingSileroVAD`);
+        with it and ``early_verdict_secs`` > 0, smart-turn is first asked after that much
+        quiet instead of at VAD's stop."""
         super().__init__(**kwargs)
         self._analyzer = turn_analyzer
+        self._quiet_secs = quiet_secs if early_verdict_secs > 0 else None
+        self._early_verdict_secs = early_verdict_secs
         self._speak_ahead = speak_ahead
         self._question_ends_turn = question_ends_turn
         self._in_turn = False  # the user's turn started and has not ended
@@ -68,6 +111,7 @@ class SpeakAheadTurnStopStrategy(BaseUserTurnStopStrategy):
         self._text = ""  # the turn's transcript so far
         self._verdict: EndOfTurnState | None = None  # smart-turn's, since the last stop
         self._analysis: asyncio.Task | None = None
+        self._early: asyncio.Task[EndOfTurnState] | None = None  # verdict before VAD's stop
         self._speculation: UserTurnSpeculation | None = None
 
     async def setup(self, setup: FrameProcessorSetup) -> None:  # type: ignore[override]
@@ -99,6 +143,8 @@ class SpeakAheadTurnStopStrategy(BaseUserTurnStopStrategy):
                 self._verdict = EndOfTurnState.COMPLETE
                 self._words_in.set()
                 await self._end_if_decided()
+            elif self._speaking and self._quiet_secs is not None:
+                await self._follow_quiet(self._quiet_secs())
         elif isinstance(frame, TranscriptionFrame) and frame.text.strip():
             self._text = f"{self._text} {frame.text.strip()}".strip()
             self._words_in.set()
@@ -107,19 +153,36 @@ class SpeakAheadTurnStopStrategy(BaseUserTurnStopStrategy):
             await self._end_if_decided()
         return ProcessFrameResult.CONTINUE
 
+    async def _follow_quiet(self, quiet_secs: float) -> None:
+        """Before VAD's stop: ask smart-turn once the quiet is long enough; drop that
+        verdict if the user speaks again."""
+        if quiet_secs < self._early_verdict_secs:
+            await self._drop_early_verdict()
+        elif self._early is None:
+            self._early = self.create_task(self._judge(), name="smart-turn-early")
+
+    async def _judge(self) -> EndOfTurnState:
+        state, metrics = await self._analyzer.analyze_end_of_turn()
+        if metrics is not None:
+            await self.push_frame(MetricsFrame(data=[metrics]))
+        return state
+
     async def _analyse(self) -> None:
         """The verdict on the speech so far. The transcript usually comes within tens of
         ms of VAD's stop; when it is a question, smart-turn is not asked, and its
-        inference does not compete with the reply's synthesis for the CPU."""
+        inference does not compete with the reply's synthesis for the CPU. An early
+        "finished" stands; an early "unfinished" is asked again, with more silence."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._words_in.wait(), TRANSCRIPT_WAIT_S)
         if self._asks():
             logger.debug(f"{self}: [{self._text}] is a question: the turn ends")
             state = EndOfTurnState.COMPLETE
         else:
-            state, metrics = await self._analyzer.analyze_end_of_turn()
-            if metrics is not None:
-                await self.push_frame(MetricsFrame(data=[metrics]))
+            state = await self._early if self._early is not None else EndOfTurnState.INCOMPLETE
+            if state == EndOfTurnState.COMPLETE:
+                logger.debug(f"{self}: smart-turn judged [{self._text}] finished before VAD's stop")
+            else:
+                state = await self._judge()
         self._analysis = None
         if self._stopped:
             self._verdict = state
@@ -174,6 +237,12 @@ class SpeakAheadTurnStopStrategy(BaseUserTurnStopStrategy):
         self._verdict = None
         if self._analysis is not None:
             task, self._analysis = self._analysis, None
+            await self.cancel_task(task)
+        await self._drop_early_verdict()
+
+    async def _drop_early_verdict(self) -> None:
+        if self._early is not None:
+            task, self._early = self._early, None
             await self.cancel_task(task)
 
     async def handle_user_turn_started(self) -> None:

@@ -21,6 +21,11 @@ stops at its next checkpoint) and the reply's first frame takes its place; its m
 sampled meanwhile. An image whose motion has not changed (the face held while audio is
 late) is not drawn again.
 
+When a reply is known to be coming (``hold_still``: the user's turn has ended), idle
+frames show the last image again until its speech is ready, for at most the time asked:
+on a few cores the reply's first audio and frame are made sooner without idle drawing
+beside them, and a breath of idle motion held for a fifth of a second is not seen.
+
 The clock times each frame's work (motion and drawing, measured in the worker threads so
 a busy event loop is not mistaken for a slow renderer) and feeds it to the degradation
 ladder (``renderer/ladder.py``), which steps the core's quality down when frames fall
@@ -98,12 +103,14 @@ class AvatarPlayer:
         self._image: bytes | None = None  # the last image, repeated on frames not drawn
         self._image_motion: np.ndarray | None = None  # the motion that image shows
         self._playing = False  # the last frame carried audio
+        self._still_until = 0.0  # idle frames repeat the last image until then (monotonic)
         self._clock_start = 0.0
         self._clock_index = 0
         self._due: float | None = None  # when the next frame is due (None: now)
         self.frames_rendered = 0  # frames made (one per period)
         self.frames_drawn = 0  # of those, newly drawn images (the rest repeat the last)
         self.draws_called_off = 0  # images without speech given up for a speech frame
+        self.frames_held = 0  # idle frames that repeated the last image (``hold_still``)
 
     # ------------------------------------------------------------------ the timeline
 
@@ -181,6 +188,12 @@ class AvatarPlayer:
         """Continue the held speech from where it stopped."""
         self.core.resume()
         self._start_speech_if_ready()
+
+    def hold_still(self, seconds: float) -> None:
+        """A reply is coming: until its speech is ready (or ``seconds`` pass), idle frames
+        repeat the last image instead of sampling and drawing new idle motion."""
+        if not self.speaking:
+            self._still_until = time.monotonic() + seconds
 
     def take_back(self, frames: int) -> None:
         """While paused: the newest ``frames`` frames released were never heard (a transport
@@ -308,6 +321,8 @@ class AvatarPlayer:
         """
         render = self._render
         self._rewind_returned()
+        if self._holding_still():
+            return self._repeat_last_image()
         work_s = await self._motion_for_next_frame()
         if self._closed or render is None:
             raise StopAsyncIteration
@@ -354,6 +369,22 @@ class AvatarPlayer:
         )
         self.frames_rendered += 1
         self._observe_work(work_s)
+        return frame
+
+    def _holding_still(self) -> bool:
+        if not self._still_until:
+            return False
+        if self.core.audio_ready or time.monotonic() >= self._still_until:
+            self._still_until = 0.0
+            return False
+        return self._image is not None and not self._playing
+
+    def _repeat_last_image(self) -> AvatarFrame:
+        """An idle frame period with the image before it again (no motion, no drawing)."""
+        assert self._image is not None
+        frame = AvatarFrame(self.frames_rendered, b"", self._image, self.size, False, False)
+        self.frames_rendered += 1
+        self.frames_held += 1
         return frame
 
     def _rewind_returned(self) -> None:

@@ -1,9 +1,13 @@
 """Piper neural text to speech (``piper-tts``) with the packaged en_US "joe" voice.
 
-Piper (VITS on onnxruntime) synthesises a whole sentence per model run, so speech is
-streamed sentence by sentence, and the first sentence is cut after its first few words
-(at a clause, else before a joining word) so that the first audio comes after a short
-run; the cut is spoken as a comma, so its intonation carries on.
+Piper (VITS on onnxruntime) turns a whole sentence into latent frames in one run, so
+speech is streamed sentence by sentence, and the first sentence is cut after its first
+few words (at a clause, else before a joining word) so that the first audio comes after
+a short run; the cut is spoken as a comma, so its intonation carries on. The model is
+split where its vocoder (HiFi-GAN) starts: the latent frames are voiced in growing
+windows, each with enough neighbouring frames on both sides that the audio is the same
+as the whole sentence's (``DECODE_CONTEXT_FRAMES``), so a sentence's first audio waits
+only for its first window, not for all of its sound.
 Each run's audio is cut into ~50 ms chunks carrying the phonemes and words that start
 in them, exactly as espeak-ng's are (``speech/stream.py``), from Piper's alignments
 (samples per phoneme): phoneme marks in espeak-ng's IPA style for the procedural mouth,
@@ -16,13 +20,16 @@ its own statically linked espeak-ng, separate from ``speech/espeak.py``'s librar
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import itertools
 import json
+import os
 import re
 import threading
 import unicodedata
 import wave
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,6 +68,22 @@ CUT_TAIL_MS = 50
 #: Silence kept before a reply's first word and after a cut: Piper starts a run with a
 #: drawn pause of 10 to 350 ms, which the caller would wait through.
 LEAD_MS = 10
+#: The vocoder voices a sentence's latent frames (256 samples each) in windows: the first
+#: this long, each next one this many times the last. 48 frames are 0.56 s of sound, more
+#: than the 0.48 s the avatar needs before its first frame (a motion chunk of 8 frames
+#: and 3 of lookahead at 25 fps, a mel window's tail and the resampler's delay): with a
+#: shorter first window the reply would be seen and heard no sooner.
+FIRST_DECODE_FRAMES = 48
+DECODE_GROWTH = 3
+#: Latent frames on each side of a window that its audio depends on: with 12 the audio
+#: matched the whole sentence's to -120 dB (with 8, -60 dB).
+DECODE_CONTEXT_FRAMES = 12
+#: The vocoder's first node in Piper's exported graphs (torch names it by module path).
+_VOCODER_FIRST_NODE = "/dec/conv_pre/Conv"
+#: Niceness of a synthesis thread once it makes speech ahead of playback (all but a
+#: reply's first sound): in a call the avatar draws on the same cores, and its first
+#: frame of the reply is being made at that moment. Speech ahead has 0.5 s of slack.
+SPEECH_AHEAD_NICE = 10
 #: Bumped whenever the marks made from the same alignments change (cached datasets).
 MARKS_VERSION = 2
 #: A reply's first piece has at most this many words (about a second of speech): Piper
@@ -275,36 +298,44 @@ def first_piece(start: str) -> tuple[str, str] | None:
     return pieces[0], start[ends[kept - 1] :].lstrip()
 
 
-def trim_tail(
-    audio: np.ndarray, alignments: list[tuple[str, int]], keep: int
-) -> tuple[np.ndarray, list[tuple[str, int]]]:
-    """``audio`` and its alignments with the pause after the last phoneme cut to ``keep``
-    samples (the pause symbols' counts shrunk from the end)."""
+def trim_tail(alignments: list[tuple[str, int]], keep: int) -> tuple[int, list[tuple[str, int]]]:
+    """Where a run's audio ends once the pause after its last phoneme is cut to ``keep``
+    samples, and the alignments with that pause shrunk (from the end)."""
     spoken = len(alignments)
     while spoken and alignments[spoken - 1][0] in _UNSPOKEN:
         spoken -= 1
+    total = sum(n for _, n in alignments)
     end = sum(n for _, n in alignments[:spoken]) + keep
-    if end >= len(audio):
-        return audio, alignments
-    excess = sum(n for _, n in alignments) - end
+    if end >= total:
+        return total, alignments
+    excess = total - end
     trimmed = list(alignments)
     for i in range(len(trimmed) - 1, spoken - 1, -1):
         symbol, n = trimmed[i]
         taken = min(n, excess)
         trimmed[i] = (symbol, n - taken)
         excess -= taken
-    return audio[:end], trimmed
+    return end, trimmed
 
 
-def trim_lead(
-    audio: np.ndarray, alignments: list[tuple[str, int]], keep: int
-) -> tuple[np.ndarray, list[tuple[str, int]]]:
-    """``audio`` and its alignments with the pause before the first phoneme (the
-    sentence start's) cut to ``keep`` samples."""
+def trim_lead(alignments: list[tuple[str, int]], keep: int) -> tuple[int, list[tuple[str, int]]]:
+    """How many samples of a run's audio to skip so that the pause before its first
+    phoneme (the sentence start's) lasts ``keep`` samples, and the alignments after that."""
     if not alignments or alignments[0][0] != _BOS or alignments[0][1] <= keep:
-        return audio, alignments
-    excess = alignments[0][1] - keep
-    return audio[excess:], [(_BOS, keep), *alignments[1:]]
+        return 0, alignments
+    return alignments[0][1] - keep, [(_BOS, keep), *alignments[1:]]
+
+
+def decode_windows(start: int, end: int, first: int, growth: int) -> list[tuple[int, int]]:
+    """Latent frames ``[start, end)`` in consecutive windows: ``first`` long, each next
+    ``growth`` times the last, so each is voiced before the sound before it has played.
+    A window takes in a rest shorter than the context a window of its own would need."""
+    windows, size = [], first
+    while start < end:
+        stop = start + size if end - (start + size) >= DECODE_CONTEXT_FRAMES else end
+        windows.append((start, stop))
+        start, size = stop, size * growth
+    return windows
 
 
 def continues(piece: str) -> bool:
@@ -374,6 +405,36 @@ class _Sentence:
     word_groups: list[int]  # per word: index of the phoneme group (spoken word) it starts
 
 
+@dataclass(frozen=True)
+class _Sessions:
+    """The model on onnxruntime: phonemes to latent frames (``front``; the whole model
+    when its graph could not be split) and latent frames to audio (``vocoder``).
+
+    A voice has two: one on ``tts.piper_threads`` (all the cores by default) for the
+    sound a caller is waiting for, a reply's first, and one on a single thread for the
+    rest, which is made while the reply plays and so leaves a core to the avatar, whose
+    first frame is being made at that moment.
+    """
+
+    front: Any
+    vocoder: Any | None
+
+    @classmethod
+    def load(cls, onnxruntime: Any, parts: list[Any], threads: int) -> _Sessions:
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads  # 0: onnxruntime's choice (the cores)
+        options.inter_op_num_threads = 1
+        # Idle pool threads sleep instead of spinning on cores the avatar needs.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        sessions = [
+            onnxruntime.InferenceSession(
+                part.SerializeToString(), sess_options=options, providers=["CPUExecutionProvider"]
+            )
+            for part in parts
+        ]
+        return cls(sessions[0], sessions[1] if len(sessions) > 1 else None)
+
+
 class _Voice:
     """A loaded Piper voice (one per model file per process): shared, thread-safe."""
 
@@ -389,6 +450,7 @@ class _Voice:
             ) from e
         try:
             import onnx
+            import onnx.utils
             from piper.patch_voice_with_alignment import add_alignment_output
         except ImportError as e:
             raise PiperLoadError(
@@ -411,35 +473,49 @@ class _Voice:
                     )
         try:
             self.config = PiperConfig.from_dict(json.loads(config_data))
-            graph = onnx.load_from_string(data)
-            add_alignment_output(graph)  # samples per phoneme id, as a second output
-            options = onnxruntime.SessionOptions()
-            options.intra_op_num_threads = threads  # 0: onnxruntime's choice (the cores)
-            options.inter_op_num_threads = 1
-            # Idle pool threads sleep instead of spinning on cores the avatar needs.
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            session = onnxruntime.InferenceSession(
-                graph.SerializeToString(), sess_options=options, providers=["CPUExecutionProvider"]
-            )
+            proto = onnx.load_from_string(data)
+            durations = add_alignment_output(proto)  # frames per phoneme id, an output
+            latent = self._vocoder_input(proto)
+            if latent is None:  # not Piper's usual export: the whole model in one run
+                parts = [proto]
+            else:
+                cut = onnx.utils.Extractor(proto)
+                inputs = [i.name for i in proto.graph.input]
+                parts = [
+                    cut.extract_model(inputs, [latent, durations]),
+                    cut.extract_model([latent], ["output"]),
+                ]
+                self.latent_name = latent
+            self.urgent = _Sessions.load(onnxruntime, parts, threads)
+            self.background = self.urgent if threads == 1 else _Sessions.load(onnxruntime, parts, 1)
         except Exception as e:
             raise PiperLoadError(
                 f"Piper voice {model} could not be loaded: {type(e).__name__}: {e}"
             ) from e
-        self.piper = PiperVoice(session=session, config=self.config)
-        self.session = session
+        self.piper = PiperVoice(session=self.urgent.front, config=self.config)
         self.model = model
         self.pinned = pinned
         self.sample_rate = int(self.config.sample_rate)
         self.hop = int(self.config.hop_length)
         self.id_map = self.config.phoneme_id_map
         self._onnxruntime = onnxruntime
+        RunOptions = onnxruntime.RunOptions
         # One short run now: the first run of a session is several times slower, and a
         # caller's first reply should not pay for it.
         scales = np.array(
             [self.config.noise_scale, self.config.length_scale, self.config.noise_w_scale],
             dtype=np.float32,
         )
-        self.run(self.phonemize("Hi.")[0], scales, onnxruntime.RunOptions())
+        for urgent in (True, False):
+            frames, alignments = self.latent(self.phonemize("Hi.")[0], scales, RunOptions())
+            end = sum(n for _, n in alignments)
+            list(self.voiced(frames, 0, end, RunOptions(), windowed=False, urgent=urgent))
+
+    @staticmethod
+    def _vocoder_input(proto: Any) -> str | None:
+        """The tensor the vocoder starts from (latent frames [1, C, T]), if it is found."""
+        node = next((n for n in proto.graph.node if n.name == _VOCODER_FIRST_NODE), None)
+        return str(node.input[0]) if node is not None else None
 
     def phonemize(self, text: str) -> list[list[str]]:
         """Piper's phonemes of ``text``, one list per sentence, unknown symbols dropped."""
@@ -475,10 +551,12 @@ class _Voice:
             first_group += n
         return out
 
-    def run(
-        self, phonemes: list[str], scales: np.ndarray, options: Any
+    def latent(
+        self, phonemes: list[str], scales: np.ndarray, options: Any, *, urgent: bool = False
     ) -> tuple[np.ndarray, list[tuple[str, int]]]:
-        """float32 audio and (symbol, samples) alignments for one sentence's phonemes."""
+        """One sentence's phonemes through the model up to its vocoder: the latent frames
+        [1, C, T] (for a voice whose graph is not split, the whole audio) and the
+        (symbol, samples) alignments. ``urgent``: on all the threads (see ``_Sessions``)."""
         ids = self.piper.phonemes_to_ids(phonemes)
         feeds = {
             "input": np.array([ids], dtype=np.int64),
@@ -487,9 +565,9 @@ class _Voice:
         }
         if self.config.num_speakers > 1:
             feeds["sid"] = np.array([self.config.default_speaker_id], dtype=np.int64)
-        result = self.session.run(None, feeds, options)
-        audio = np.asarray(result[0], dtype=np.float32).reshape(-1)
-        per_id = (np.asarray(result[1]).reshape(-1) * self.hop).astype(np.int64)
+        sessions = self.urgent if urgent else self.background
+        frames, durations = sessions.front.run(None, feeds, options)
+        per_id = (np.asarray(durations).reshape(-1) * self.hop).astype(np.int64)
         # ids: BOS, then a PAD and each phoneme's ids, then a PAD and EOS (piper.phoneme_ids).
         # Each blank (PAD) is counted with the symbol after it: a phoneme's sound starts
         # in the blank before it (a sentence's first vowel, by up to 60 ms), so that is
@@ -504,7 +582,37 @@ class _Voice:
             (s, int(per_id[a:b].sum()))
             for s, a, b in zip(symbols, bounds[:-1], bounds[1:], strict=True)
         ]
-        return audio, alignments
+        return np.asarray(frames, dtype=np.float32), alignments
+
+    def voiced(
+        self,
+        frames: np.ndarray,
+        start: int,
+        end: int,
+        options: Any,
+        *,
+        windowed: bool = True,
+        urgent: bool = False,
+    ) -> Iterator[np.ndarray]:
+        """float32 audio of samples ``[start, end)`` of a sentence from its latent
+        ``frames``; ``windowed``: window by window (:func:`decode_windows`) as each is
+        voiced, else in one run (the windows' context frames cost about a fifth more).
+        ``urgent``: the first window on all the threads (see ``_Sessions``)."""
+        if self.urgent.vocoder is None:  # ``frames`` is the audio already
+            yield frames.reshape(-1)[start:end]
+            return
+        hop, total = self.hop, frames.shape[2]
+        context = DECODE_CONTEXT_FRAMES
+        first, last = start // hop, min(total, -(-end // hop))
+        size = FIRST_DECODE_FRAMES if windowed else last - first
+        for i, (a, b) in enumerate(decode_windows(first, last, size, DECODE_GROWTH)):
+            vocoder = (self.urgent if urgent and i == 0 else self.background).vocoder
+            assert vocoder is not None
+            lo, hi = max(0, a - context), min(total, b + context)
+            window = np.ascontiguousarray(frames[:, :, lo:hi])  # [1, C, hi - lo]
+            audio = vocoder.run(None, {self.latent_name: window}, options)[0].reshape(-1)
+            audio = audio[(a - lo) * hop : (b - lo) * hop]  # [(b - a) * hop]
+            yield audio[max(0, start - a * hop) : end - a * hop]
 
 
 _VOICES: dict[tuple[str, int], _Voice] = {}
@@ -558,6 +666,7 @@ class _Synthesis(Synthesis):
         self.options = voice._onnxruntime.RunOptions()
         self.cut_tail_samples = voice.sample_rate * CUT_TAIL_MS // 1000
         self.lead_samples = voice.sample_rate * LEAD_MS // 1000
+        self._behind = False  # this thread runs at SPEECH_AHEAD_NICE
 
     def on_abort(self) -> None:
         # onnxruntime stops a run in progress at its next operator.
@@ -569,6 +678,7 @@ class _Synthesis(Synthesis):
             pieces = [*split_next(pieces[0], self.after_cut), *pieces[1:]]
         # Only a reply's first words and those after a cut start without a pause.
         lead = self.split_first or self.after_cut > 0
+        urgent = self.split_first  # a reply's first sound is waited for; the rest plays
         for i, piece in enumerate(pieces):
             last = i + 1 == len(pieces)
             cut = (self.cut and continues(piece)) if last else continues(piece)
@@ -576,26 +686,51 @@ class _Synthesis(Synthesis):
             for k, sentence in enumerate(runs):
                 if self.stop_requested():
                     return
+                if not urgent:
+                    self._run_behind()
                 try:
-                    audio, alignments = self.voice.run(sentence.phonemes, self.scales, self.options)
+                    frames, alignments = self.voice.latent(
+                        sentence.phonemes, self.scales, self.options, urgent=urgent
+                    )
+                    end, skip = sum(n for _, n in alignments), 0
+                    if cut and k + 1 == len(runs):  # only where the piece was cut
+                        end, alignments = trim_tail(alignments, self.cut_tail_samples)
+                    # Only a run whose start someone waits for is voiced window by window:
+                    # later ones are ready long before they play.
+                    windowed = lead
+                    if lead:
+                        skip, alignments = trim_lead(alignments, self.lead_samples)
+                        lead = False
+                    audio = self.voice.voiced(
+                        frames, skip, end, self.options, windowed=windowed, urgent=urgent
+                    )
+                    if urgent:  # the windows after the first are made behind the avatar
+                        audio = _after_first(audio, self._run_behind)
+                    urgent = False
+                    for chunk in self._chunks(sentence, alignments, audio):
+                        if not self.put(chunk):
+                            return
                 except Exception:
                     if self.stop_requested():
                         return  # terminated on purpose
                     raise
-                if lead:
-                    audio, alignments = trim_lead(audio, alignments, self.lead_samples)
-                    lead = False
-                if cut and k + 1 == len(runs):  # only where the piece was cut
-                    audio, alignments = trim_tail(audio, alignments, self.cut_tail_samples)
-                if not all(self.put(c) for c in self._chunks(sentence, audio, alignments)):
-                    return
             lead = cut
 
+    def _run_behind(self) -> None:
+        """From now on this thread makes speech ahead of playback: at a lower CPU priority
+        than the avatar's frames (Linux sets it per thread; a thread cannot raise it
+        back, and each synthesis has its own). Elsewhere, nothing changes."""
+        if self._behind:
+            return
+        self._behind = True
+        with contextlib.suppress(OSError, AttributeError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), SPEECH_AHEAD_NICE)
+
     def _chunks(
-        self, sentence: _Sentence, audio: np.ndarray, alignments: list[tuple[str, int]]
-    ) -> list[SpeechChunk]:
-        """The sentence's audio in ``chunk_samples`` pieces with their marks."""
-        pcm = np.clip(np.round(audio * 32767.0), -32768, 32767).astype("<i2")
+        self, sentence: _Sentence, alignments: list[tuple[str, int]], audio: Iterator[np.ndarray]
+    ) -> Iterator[SpeechChunk]:
+        """The sentence's audio, as it is voiced, in ``chunk_samples`` pieces with their
+        marks."""
         starts = np.concatenate([[0], np.cumsum([n for _, n in alignments])])
         groups = _groups(sentence.phonemes)
         marks: list[tuple[int, str, bool]] = [
@@ -607,23 +742,41 @@ class _Synthesis(Synthesis):
         ]
         marks.sort(key=lambda m: m[0])  # stable: a word's mark after its first phoneme's
         rate, step = self.voice.sample_rate, self.chunk_samples
-        chunks = []
-        i = 0
-        for start in range(0, max(len(pcm), 1), step):
-            end = min(start + step, len(pcm))
-            last = end >= len(pcm)
-            chunk = SpeechChunk(pcm[start:end].tobytes(), sample_rate=rate)
-            # Marks at a chunk's end belong to the next chunk, except after the last one.
-            while i < len(marks) and (last or marks[i][0] < end):
-                at, label, is_word = marks[i]
-                offset = min(max(at - start, 0), end - start) / rate
-                if is_word:
-                    chunk.words.append((label, offset))
-                else:
-                    chunk.phonemes.append(PhonemeMark(label, offset))
-                i += 1
-            chunks.append(chunk)
-        return chunks
+        pending = np.zeros(0, dtype="<i2")  # voiced, not yet handed over
+        start = i = 0  # sample where ``pending`` starts; next mark
+        for piece in itertools.chain(audio, [None]):
+            last = piece is None
+            if piece is not None:
+                pcm = np.clip(np.round(piece * 32767.0), -32768, 32767).astype("<i2")
+                pending = np.concatenate([pending, pcm])
+            while len(pending) > step or (last and (len(pending) or start == 0)):
+                n = min(step, len(pending))
+                end, final = start + n, last and n == len(pending)
+                chunk = SpeechChunk(pending[:n].tobytes(), sample_rate=rate)
+                # Marks at a chunk's end belong to the next chunk, except after the last.
+                while i < len(marks) and (final or marks[i][0] < end):
+                    at, label, is_word = marks[i]
+                    offset = min(max(at - start, 0), n) / rate
+                    if is_word:
+                        chunk.words.append((label, offset))
+                    else:
+                        chunk.phonemes.append(PhonemeMark(label, offset))
+                    i += 1
+                yield chunk
+                pending, start = pending[n:], end
+                if final:
+                    break
+
+
+def _after_first(pieces: Iterator[np.ndarray], then: Callable[[], None]) -> Iterator[np.ndarray]:
+    """``pieces``, calling ``then`` when the second is asked for (before it is made)."""
+    pieces = iter(pieces)
+    first = next(pieces, None)
+    if first is None:
+        return
+    yield first
+    then()
+    yield from pieces
 
 
 class PiperEngine:

@@ -26,7 +26,7 @@ from pipecat.tests.utils import SleepFrame, run_test
 
 from pipelines.config import TTSSettings
 from pipelines.frames import AvatarImageFrame, ReplyAudioHoldFrame, ReplyAudioReturnedFrame
-from pipelines.stages.avatar import AvatarStage
+from pipelines.stages.avatar import REPLY_WAIT_STILL_S, AvatarStage
 from pipelines.stages.tts import EspeakTTSService
 from renderer.config import AvatarSettings
 from renderer.core import AvatarCore
@@ -319,3 +319,45 @@ async def test_speech_calls_off_an_idle_image_being_drawn(monkeypatch) -> None: 
     assert avatar.draws_called_off == 1
     # An idle image was being drawn until about 0.5 s; the reply did not wait for it.
     assert first_out - arrived < 0.15, first_out - arrived
+
+
+async def test_the_face_holds_still_from_the_turns_end_until_the_reply_speaks() -> None:
+    """Timeline: idle until 0.3 s; the user's turn ends; the reply's audio arrives at
+    0.5 s. Between the two the idle face is not drawn (its last image goes out again),
+    so the reply's first audio and frame have the cores; then the reply is drawn."""
+    avatar, into, out = make_avatar(), Timestamps(), Timestamps()
+    speech = np.full(SAMPLE_RATE // 2, 3000, np.int16).tobytes()  # 0.5 s
+    await run_test(
+        Pipeline([into, avatar, out]),
+        frames_to_send=[
+            SleepFrame(0.3),
+            UserStoppedSpeakingFrame(),
+            SleepFrame(0.2),
+            TTSAudioRawFrame(speech, SAMPLE_RATE, 1),
+            TTSStoppedFrame(),
+            SleepFrame(0.8),
+        ],
+    )
+    ended = next(t for t, f in into.seen if isinstance(f, UserStoppedSpeakingFrame))
+    images = [(t - ended, f.image.image) for t, f in out.seen if isinstance(f, AvatarImageFrame)]
+    before = [image for t, image in images if t < 0]
+    assert len(set(before)) > 3, "idle motion is drawn before"
+    held = [image for t, image in images if 0.01 < t < 0.19]
+    assert len(held) >= 3 and all(image == held[0] for image in held)
+    assert avatar.frames_held >= 3
+    spoken = [image for t, image in images if t > 0.25]
+    assert len(set(spoken)) > 5, "the reply is drawn"
+
+
+async def test_a_held_face_moves_again_when_no_reply_comes() -> None:
+    avatar, into, out = make_avatar(), Timestamps(), Timestamps()
+    await run_test(
+        Pipeline([into, avatar, out]),
+        frames_to_send=[SleepFrame(0.2), UserStoppedSpeakingFrame(), SleepFrame(1.2)],
+    )
+    ended = next(t for t, f in into.seen if isinstance(f, UserStoppedSpeakingFrame))
+    images = [(t - ended, f.image.image) for t, f in out.seen if isinstance(f, AvatarImageFrame)]
+    held = [image for t, image in images if 0.01 < t < REPLY_WAIT_STILL_S - 0.05]
+    assert len(set(held)) == 1
+    after = [image for t, image in images if t > REPLY_WAIT_STILL_S + 0.05]
+    assert len(set(after)) > 5, "idle motion is drawn again"

@@ -58,11 +58,13 @@ from renderer.player import AvatarPlayer
 from speech import piper
 from speech.espeak import synthesize
 from speech.piper import (
+    FIRST_DECODE_FRAMES,
     LEAD_MS,
     PiperEngine,
     PiperLoadError,
     alignment_marks,
     continues,
+    decode_windows,
     first_piece,
     model_files,
     split_next,
@@ -177,19 +179,40 @@ def test_the_rest_after_a_one_word_piece_is_synthesised_in_two_runs(
     engine: PiperEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     runs: list[int] = []  # phonemes per model run
-    real_run = piper._Voice.run
+    real_run = piper._Voice.latent
 
-    def counted(self, phonemes, scales, options):  # type: ignore[no-untyped-def]
+    def counted(self, phonemes, scales, options, **kwargs):  # type: ignore[no-untyped-def]
         runs.append(len(phonemes))
-        return real_run(self, phonemes, scales, options)
+        return real_run(self, phonemes, scales, options, **kwargs)
 
-    monkeypatch.setattr(piper._Voice, "run", counted)
+    monkeypatch.setattr(piper._Voice, "latent", counted)
     rest = "everything you see here can run on your own machine, with no internet needed."
     list(engine.stream(rest, split_first=False, after_cut=1))
     assert len(runs) == 2 and runs[0] < runs[1]  # six words, then eight
     runs.clear()
     list(engine.stream(rest, split_first=False, after_cut=5))
     assert len(runs) == 1  # after five words there is time for all fourteen
+
+
+def test_only_a_replys_first_sound_runs_on_all_the_threads(
+    engine: PiperEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rest is made while the reply plays, on one thread: the avatar is drawing its
+    first frames on the other core then."""
+    urgent: list[bool] = []
+    real_run = piper._Voice.latent
+
+    def noted(self, phonemes, scales, options, **kwargs):  # type: ignore[no-untyped-def]
+        urgent.append(kwargs["urgent"])
+        return real_run(self, phonemes, scales, options, **kwargs)
+
+    monkeypatch.setattr(piper._Voice, "latent", noted)
+    list(engine.stream("Yes, I can. It runs offline."))
+    assert urgent == [True, False, False]  # "Yes," | "I can." | "It runs offline."
+    urgent.clear()
+    list(engine.stream("It runs offline.", split_first=False))
+    assert urgent == [False]
+    assert engine._voice.background.front is not engine._voice.urgent.front
 
 
 def test_the_first_piece_is_cut_as_soon_as_its_words_are_in() -> None:
@@ -254,16 +277,52 @@ def test_only_a_piece_cut_mid_clause_continues() -> None:
 
 
 def test_a_cut_keeps_only_a_short_pause_and_a_reply_starts_at_once() -> None:
-    audio = np.arange(2000, dtype=np.float32)
     aligned = [("^", 900), ("a", 500), (",", 300), (" ", 200), ("$", 100)]
-    tail, tail_aligned = trim_tail(audio, aligned, keep=100)
-    assert len(tail) == 900 + 500 + 100 and tail[-1] == 1499
+    end, tail_aligned = trim_tail(aligned, keep=100)
+    assert end == 900 + 500 + 100
     assert tail_aligned == [("^", 900), ("a", 500), (",", 100), (" ", 0), ("$", 0)]
-    lead, lead_aligned = trim_lead(audio, aligned, keep=50)
-    assert len(lead) == 2000 - 850 and lead[0] == 850
+    skip, lead_aligned = trim_lead(aligned, keep=50)
+    assert skip == 850
     assert lead_aligned == [("^", 50), *aligned[1:]]
-    # Nothing to trim: unchanged.
-    assert trim_lead(audio, [("^", 40), ("a", 1960)], keep=50)[0] is audio
+    # Nothing to trim: the whole run.
+    assert trim_lead([("^", 40), ("a", 1960)], keep=50) == (0, [("^", 40), ("a", 1960)])
+    assert trim_tail([("^", 40), ("a", 1960)], keep=50) == (2000, [("^", 40), ("a", 1960)])
+
+
+def test_latent_frames_are_voiced_in_growing_windows() -> None:
+    assert decode_windows(0, 139, 40, 3) == [(0, 40), (40, 139)]
+    assert decode_windows(5, 228, 40, 3) == [(5, 45), (45, 165), (165, 228)]
+    assert decode_windows(0, 50, 40, 3) == [(0, 50)]  # 10 left: less than its context
+    assert decode_windows(7, 7, 40, 3) == []
+
+
+def test_the_first_window_is_enough_sound_for_the_avatars_first_frame() -> None:
+    """The avatar's first frame needs its first motion chunk's audio; a first window
+    shorter than that would only wait for the next one (less one frame: the lead's cut
+    falls inside the window's first frame)."""
+    sample_rate = 22_050  # the packaged voice's
+    core = AvatarCore(AvatarSettings(width=64, height=64, device="cpu"), sample_rate=24_000)
+    samples = (FIRST_DECODE_FRAMES - 1) * 256
+    core.push_audio(np.full(samples, 3000, np.int16).tobytes(), sample_rate, ())
+    assert core.audio_ready
+
+
+def test_windowed_audio_is_the_whole_runs_audio(engine: PiperEngine) -> None:
+    """The vocoder voices windows with their neighbouring frames: the seams are silent,
+    and the first window is ready in a fraction of the whole sentence's time."""
+    voice = engine._voice
+    options = voice._onnxruntime.RunOptions()
+    phonemes = voice.phonemize("Everything you see here can run on your own machine.")[0]
+    frames, alignments = voice.latent(phonemes, engine.scales(1.0), options)
+    total = sum(n for _, n in alignments)
+    assert total == frames.shape[2] * voice.hop
+    whole = np.concatenate(list(voice.voiced(frames, 0, total, options, windowed=False)))
+    pieces = list(voice.voiced(frames, 1000, total - 500, options, urgent=True))
+    assert len(pieces) >= 2 and len(pieces[0]) < len(whole) / 2
+    windowed = np.concatenate(pieces)
+    assert len(windowed) == total - 1500
+    err = windowed - whole[1000 : total - 500]
+    assert 10 * np.log10(np.sum(whole**2) / max(np.sum(err**2), 1e-20)) > 80  # dB
 
 
 def test_the_first_word_of_a_reply_is_heard_at_once(engine: PiperEngine) -> None:

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 
 from pipecat.audio.turn.base_turn_analyzer import BaseTurnAnalyzer, BaseTurnParams, EndOfTurnState
+from pipecat.audio.vad.vad_analyzer import VADParams
 from pipecat.frames.frames import (
     BotStartedSpeakingFrame,
+    DataFrame,
     EagerEndOfTurnCancelFrame,
     Frame,
+    InputAudioRawFrame,
     InterruptionFrame,
     LLMContextFrame,
     TranscriptionFrame,
@@ -26,20 +30,30 @@ from pipecat.tests.utils import SleepFrame, run_test
 from pipecat.turns.user_start import MinWordsUserTurnStartStrategy
 from pipecat.turns.user_turn_strategies import UserTurnStrategies
 
-from pipelines.turn_end import SpeakAheadTurnStopStrategy, SpeculationWithdrawal
+from agent.profile import speech_pcm
+from pipelines.turn_end import (
+    QuietTimingSileroVAD,
+    SpeakAheadTurnStopStrategy,
+    SpeculationWithdrawal,
+)
 from pipelines.turns import SustainedSpeechUserTurnStartStrategy
 
 COMPLETE, INCOMPLETE = EndOfTurnState.COMPLETE, EndOfTurnState.INCOMPLETE
 
 
 class ScriptedTurnAnalyzer(BaseTurnAnalyzer):
-    """Smart-turn's stand-in: each verdict comes ``delay_s`` after VAD's stop."""
+    """Smart-turn's stand-in: each verdict comes ``delay_s`` after it is asked. It also
+    stands in for VAD's quiet count (:meth:`quiet_secs`): audio of zeros is quiet."""
 
     def __init__(self, verdicts: list[EndOfTurnState], delay_s: float = 0.15) -> None:
         super().__init__(sample_rate=16_000)
         self.verdicts = list(verdicts)
         self.delay_s = delay_s
         self.asked = 0
+        self.quiet_samples = 0
+
+    def quiet_secs(self) -> float:
+        return self.quiet_samples / 16_000
 
     @property
     def speech_triggered(self) -> bool:
@@ -50,6 +64,8 @@ class ScriptedTurnAnalyzer(BaseTurnAnalyzer):
         return BaseTurnParams()
 
     def append_audio(self, buffer: bytes, is_speech: bool) -> EndOfTurnState:
+        quiet = not any(buffer)
+        self.quiet_samples = self.quiet_samples + len(buffer) // 2 if quiet else 0
         return INCOMPLETE
 
     async def analyze_end_of_turn(self) -> tuple[EndOfTurnState, MetricsData | None]:
@@ -65,12 +81,16 @@ def aggregator(
     verdicts: list[EndOfTurnState] | ScriptedTurnAnalyzer,
     *,
     speak_ahead: bool = True,
+    early_verdict_secs: float = 0.0,
     context: LLMContext | None = None,
 ) -> LLMUserAggregator:
     analyzer = verdicts if isinstance(verdicts, ScriptedTurnAnalyzer) else None
+    analyzer = analyzer or ScriptedTurnAnalyzer(verdicts)  # type: ignore[arg-type]
     stop = SpeakAheadTurnStopStrategy(
-        turn_analyzer=analyzer or ScriptedTurnAnalyzer(verdicts),  # type: ignore[arg-type]
+        turn_analyzer=analyzer,
         speak_ahead=speak_ahead,
+        quiet_secs=analyzer.quiet_secs,
+        early_verdict_secs=early_verdict_secs,
     )
     start = SustainedSpeechUserTurnStartStrategy(
         min_speech_secs=0.5, vad_start_secs=0.1, vad_stop_secs=0.3
@@ -91,8 +111,22 @@ def said(text: str) -> list[Frame]:
     ]
 
 
+def audio(seconds: float, *, speech: bool) -> list[Frame]:
+    """The mic's 20 ms frames: speech, or quiet (zeros) as VAD hears it."""
+    sample = b"\x10\x00" if speech else b"\x00\x00"
+    return [
+        InputAudioRawFrame(sample * 320, sample_rate=16_000, num_channels=1)
+        for _ in range(round(seconds / 0.02))
+    ]
+
+
+@dataclass
+class Mark(DataFrame):
+    """A frame sent after the others, to tell what came before it."""
+
+
 def kinds(frames: list[Frame]) -> list[str]:
-    wanted = (LLMContextFrame, UserStoppedSpeakingFrame, EagerEndOfTurnCancelFrame)
+    wanted = (LLMContextFrame, UserStoppedSpeakingFrame, EagerEndOfTurnCancelFrame, Mark)
     return [type(f).__name__ for f in frames if isinstance(f, wanted)]
 
 
@@ -140,6 +174,72 @@ async def test_an_answer_ahead_is_withdrawn_when_the_user_speaks_on() -> None:
     asked = [f for f in down if isinstance(f, LLMContextFrame)]
     assert [last_user_words(f) for f in asked] == ["How does", "How does this work?"]
     assert context.messages[-1] == {"role": "user", "content": "How does this work?"}
+
+
+def said_slowly(text: str, quiet_s: float = 0.3) -> list[Frame]:
+    """The user says ``text``; VAD's stop comes after ``quiet_s`` of quiet, in real time."""
+    return [
+        VADUserStartedSpeakingFrame(start_secs=0.1),
+        *audio(0.2, speech=True),
+        *audio(quiet_s, speech=False),
+        SleepFrame(quiet_s),
+        VADUserStoppedSpeakingFrame(stop_secs=quiet_s),
+        TranscriptionFrame(text, "user", "now", finalized=True),
+    ]
+
+
+async def test_an_early_finished_verdict_ends_the_turn_at_vads_stop() -> None:
+    """Smart-turn is asked after 0.15 s of quiet: its verdict is in when VAD stops at
+    0.3 s, so the turn ends with the words, and smart-turn is not asked again."""
+    smart_turn = ScriptedTurnAnalyzer([COMPLETE])
+    down, _ = await run_test(
+        aggregator(smart_turn, early_verdict_secs=0.15),
+        frames_to_send=[*said_slowly("Tell me a joke."), SleepFrame(0.05), Mark(), SleepFrame(0.3)],
+    )
+    # Within 50 ms of the words (a verdict asked at the stop would take 150).
+    assert kinds(down) == ["LLMContextFrame", "UserStoppedSpeakingFrame", "Mark"]
+    assert smart_turn.asked == 1
+    # Without the early verdict, the same turn ends only once smart-turn answers.
+    smart_turn = ScriptedTurnAnalyzer([COMPLETE])
+    down, _ = await run_test(
+        aggregator(smart_turn),
+        frames_to_send=[*said_slowly("Tell me a joke."), SleepFrame(0.05), Mark(), SleepFrame(0.3)],
+    )
+    assert kinds(down) == ["LLMContextFrame", "Mark", "UserStoppedSpeakingFrame"]
+
+
+async def test_an_early_unfinished_verdict_is_asked_again_at_vads_stop() -> None:
+    smart_turn = ScriptedTurnAnalyzer([INCOMPLETE, COMPLETE])
+    down, _ = await run_test(
+        aggregator(smart_turn, early_verdict_secs=0.15),
+        frames_to_send=[*said_slowly("Tell me a joke."), SleepFrame(0.4)],
+    )
+    assert kinds(down) == ["LLMContextFrame", "UserStoppedSpeakingFrame"]
+    assert smart_turn.asked == 2
+
+
+async def test_an_early_verdict_is_dropped_when_the_user_speaks_before_vads_stop() -> None:
+    """ "Tell me a joke" ... 0.2 s ... "about cats": the early "finished" heard only the
+    first words, so it is dropped, and the turn ends on the verdict at VAD's stop."""
+    smart_turn = ScriptedTurnAnalyzer([COMPLETE, INCOMPLETE, INCOMPLETE])
+    down, _ = await run_test(
+        aggregator(smart_turn, early_verdict_secs=0.15),
+        frames_to_send=[
+            VADUserStartedSpeakingFrame(start_secs=0.1),
+            *audio(0.2, speech=True),
+            *audio(0.2, speech=False),
+            SleepFrame(0.2),  # the early verdict is in
+            *audio(0.2, speech=True),
+            *audio(0.3, speech=False),
+            VADUserStoppedSpeakingFrame(stop_secs=0.3),
+            TranscriptionFrame("Tell me a joke about cats.", "user", "now", finalized=True),
+            SleepFrame(0.4),
+        ],
+    )
+    # Asked again in the quiet after "about cats", and at VAD's stop: "unfinished" both
+    # times, so the turn stays open (the first "finished" would have ended it).
+    assert smart_turn.asked == 3
+    assert "UserStoppedSpeakingFrame" not in kinds(down)
 
 
 async def test_a_question_ends_the_turn_without_asking_smart_turn() -> None:
@@ -220,3 +320,25 @@ async def test_a_withdrawal_interrupts_the_stages_after_it() -> None:
         SpeculationWithdrawal(), frames_to_send=[EagerEndOfTurnCancelFrame(), SleepFrame(0.05)]
     )
     assert [type(f) for f in down] == [EagerEndOfTurnCancelFrame, InterruptionFrame]
+
+
+async def test_vad_counts_the_quiet_after_speech_before_its_stop() -> None:
+    """Silero's windows after the last word are counted as they come (VAD's own stop
+    waits for ``stop_secs`` of them); speech resets the count."""
+    vad = QuietTimingSileroVAD(params=VADParams(stop_secs=0.3))
+    vad.set_sample_rate(16_000)  # as the VAD controller does at the call's start
+    pcm, end_s = speech_pcm("Tell me a joke.", "espeak")
+    speech = pcm[: int(end_s * 16_000)].tobytes()
+    seen = []
+    for i in range(0, len(speech) - 640, 640):  # 20 ms frames, as the mic sends them
+        await vad.analyze_audio(speech[i : i + 640])
+        seen.append(vad.quiet_secs())
+    assert max(seen[-10:]) < 0.15  # the last words are speech
+    quiet = []
+    for _ in range(10):
+        await vad.analyze_audio(bytes(640))
+        quiet.append(vad.quiet_secs())
+    assert quiet == sorted(quiet) and 0.15 <= quiet[-1] <= 0.25  # 200 ms, in 32 ms windows
+    await vad.analyze_audio(speech[-6400:-3200])
+    assert vad.quiet_secs() < quiet[-1]
+    await vad.cleanup()

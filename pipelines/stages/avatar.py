@@ -65,6 +65,11 @@ from renderer.player import AvatarFrame, AvatarPlayer
 #: Frames that start a reply; one arriving while the user's turn is open was made ahead.
 REPLY_START = (LLMFullResponseStartFrame, TTSStartedFrame, TTSAudioRawFrame)
 
+# When the user's turn ends, idle frames hold the last image until the reply's speech is
+# ready, for at most this long (AvatarPlayer.hold_still): a reply's first audio and frame
+# take 0.1-0.3 s to make, on the cores idle drawing would share.
+REPLY_WAIT_STILL_S = 0.4
+
 # After a sound that did not become a turn, wait this long (for a late turn start from
 # the transcript) before the paused reply resumes.
 RESUME_AFTER_S = 0.25
@@ -125,6 +130,11 @@ class AvatarStage(FrameProcessor):
         return self._player.frames_drawn
 
     @property
+    def frames_held(self) -> int:
+        """Idle frames that repeated the last image while a reply was being made."""
+        return self._player.frames_held
+
+    @property
     def draws_called_off(self) -> int:
         """Images without speech given up for a speech frame."""
         return self._player.draws_called_off
@@ -178,6 +188,7 @@ class AvatarStage(FrameProcessor):
             await self.push_frame(frame, direction)
         elif isinstance(frame, UserStoppedSpeakingFrame):
             self._turn_open = False
+            player.hold_still(REPLY_WAIT_STILL_S)  # the reply's first frame needs the cores
             await self.push_frame(frame, direction)
             await self._release_ahead()
         elif direction is FrameDirection.UPSTREAM or isinstance(frame, SystemFrame):
