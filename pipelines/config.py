@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 
 class STTSettings(BaseModel):
@@ -204,6 +204,15 @@ class VADSettings(BaseModel):
         description="Silence that ends a turn even when smart-turn judges it unfinished "
         "(or, without smart-turn, the silence that ends every turn).",
     )
+
+    @model_validator(mode="after")
+    def _early_verdict_before_the_stop(self) -> VADSettings:
+        if 0 < self.stop_secs <= self.early_verdict_secs:
+            raise ValueError(
+                f"vad.early_verdict_secs ({self.early_verdict_secs}) must be shorter than "
+                f"vad.stop_secs ({self.stop_secs}), or 0 to judge only at VAD's stop"
+            )
+        return self
 
 
 class LatencyBudgets(BaseModel):

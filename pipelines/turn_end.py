@@ -18,13 +18,14 @@ in a question mark ends the turn without asking smart-turn, whose inference woul
 otherwise compete with the reply's synthesis for the CPU.
 
 Smart-turn is also asked early: once VAD's windows have been quiet for
-``early_verdict_secs`` (before VAD's own stop at ``stop_secs``), as pipecat's guidance of a
-0.2 s stop for smart-turn has it. A "finished" verdict then ends the turn the moment VAD
-stops and the words are in, instead of a few hundred milliseconds later, and smart-turn's
-inference is over before the reply's synthesis starts. An "unfinished" one is asked again
-at VAD's stop, with more silence to hear. If the user speaks again before VAD's stop, the
-early verdict is dropped; smart-turn forgets the audio it judged finished (its own rule),
-so its next verdict in that turn hears only the speech after the pause.
+``early_verdict_secs`` (0.15 s), before VAD's own stop at ``stop_secs`` (0.3 s); pipecat
+suggests a 0.2 s stop for smart-turn, so its model is used to short silences. A
+"finished" verdict then ends the turn the moment VAD stops and the words are in, instead
+of a few hundred milliseconds later, and smart-turn's inference is over before the
+reply's synthesis starts. An "unfinished" one is asked again at VAD's stop, with more
+silence to hear. If the user speaks again before VAD's stop, the early verdict is
+dropped; smart-turn forgets the audio it judged finished (its own rule), so its next
+verdict in that turn hears only the speech after the pause.
 """
 
 from __future__ import annotations

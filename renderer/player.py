@@ -24,7 +24,8 @@ late) is not drawn again.
 When a reply is known to be coming (``hold_still``: the user's turn has ended), idle
 frames show the last image again until its speech is ready, for at most the time asked:
 on a few cores the reply's first audio and frame are made sooner without idle drawing
-beside them, and a breath of idle motion held for a fifth of a second is not seen.
+beside them, and a breath of idle motion held for the tenth or fifth of a second that
+takes is not seen.
 
 The clock times each frame's work (motion and drawing, measured in the worker threads so
 a busy event loop is not mistaken for a slow renderer) and feeds it to the degradation
@@ -178,6 +179,7 @@ class AvatarPlayer:
         current segment that were released (heard), for the conversation's history."""
         self._epoch += 1
         self._returned_frames = 0
+        self._still_until = 0.0
         return self.core.clear_buffer()
 
     def pause(self) -> None:
@@ -191,8 +193,11 @@ class AvatarPlayer:
 
     def hold_still(self, seconds: float) -> None:
         """A reply is coming: until its speech is ready (or ``seconds`` pass), idle frames
-        repeat the last image instead of sampling and drawing new idle motion."""
-        if not self.speaking:
+        repeat the last image instead of sampling and drawing new idle motion. 0 lets
+        the face move again now."""
+        if seconds <= 0:
+            self._still_until = 0.0
+        elif not self.speaking:
             self._still_until = time.monotonic() + seconds
 
     def take_back(self, frames: int) -> None:

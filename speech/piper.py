@@ -26,6 +26,7 @@ import itertools
 import json
 import os
 import re
+import sys
 import threading
 import unicodedata
 import wave
@@ -35,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from loguru import logger
 
 from speech.phonemes import PhonemeMark
 from speech.stream import SpeechChunk, SpeechStream, Synthesis
@@ -326,6 +328,18 @@ def trim_lead(alignments: list[tuple[str, int]], keep: int) -> tuple[int, list[t
     return alignments[0][1] - keep, [(_BOS, keep), *alignments[1:]]
 
 
+def unfed_inputs(graph: Any) -> set[str]:
+    """Tensors an ONNX graph's nodes read that nothing in it gives: not an input, an
+    initializer or an earlier node's output (a part cut out of a bigger model that still
+    needs something from the rest, such as a speaker id)."""
+    known = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
+    unfed: set[str] = set()
+    for node in graph.node:  # in order: ONNX graphs are sorted
+        unfed |= {name for name in node.input if name not in known}
+        known |= set(node.output)
+    return unfed
+
+
 def decode_windows(start: int, end: int, first: int, growth: int) -> list[tuple[int, int]]:
     """Latent frames ``[start, end)`` in consecutive windows: ``first`` long, each next
     ``growth`` times the last, so each is voiced before the sound before it has played.
@@ -475,17 +489,7 @@ class _Voice:
             self.config = PiperConfig.from_dict(json.loads(config_data))
             proto = onnx.load_from_string(data)
             durations = add_alignment_output(proto)  # frames per phoneme id, an output
-            latent = self._vocoder_input(proto)
-            if latent is None:  # not Piper's usual export: the whole model in one run
-                parts = [proto]
-            else:
-                cut = onnx.utils.Extractor(proto)
-                inputs = [i.name for i in proto.graph.input]
-                parts = [
-                    cut.extract_model(inputs, [latent, durations]),
-                    cut.extract_model([latent], ["output"]),
-                ]
-                self.latent_name = latent
+            parts = self._split(onnx, proto, durations) or [proto]
             self.urgent = _Sessions.load(onnxruntime, parts, threads)
             self.background = self.urgent if threads == 1 else _Sessions.load(onnxruntime, parts, 1)
         except Exception as e:
@@ -507,15 +511,33 @@ class _Voice:
             dtype=np.float32,
         )
         for urgent in (True, False):
-            frames, alignments = self.latent(self.phonemize("Hi.")[0], scales, RunOptions())
+            hi = self.phonemize("Hi.")[0]
+            frames, alignments = self.latent(hi, scales, RunOptions(), urgent=urgent)
             end = sum(n for _, n in alignments)
             list(self.voiced(frames, 0, end, RunOptions(), windowed=False, urgent=urgent))
 
-    @staticmethod
-    def _vocoder_input(proto: Any) -> str | None:
-        """The tensor the vocoder starts from (latent frames [1, C, T]), if it is found."""
+    def _split(self, onnx: Any, proto: Any, durations: str) -> list[Any] | None:
+        """The model as (phonemes -> latent frames and durations, latent frames -> audio),
+        or None where it cannot be split that way (the vocoder not found by its name, or
+        needing more than the latent frames, as a many-speaker voice's does): such a
+        voice runs whole, and its first audio waits for the whole sentence."""
         node = next((n for n in proto.graph.node if n.name == _VOCODER_FIRST_NODE), None)
-        return str(node.input[0]) if node is not None else None
+        if node is None:
+            logger.debug("Piper voice: no vocoder node found; it runs whole")
+            return None
+        latent = str(node.input[0])
+        try:
+            cut = onnx.utils.Extractor(proto)
+            inputs = [i.name for i in proto.graph.input]
+            front = cut.extract_model(inputs, [latent, durations])
+            vocoder = cut.extract_model([latent], ["output"])
+            if needs := unfed_inputs(vocoder.graph):
+                raise ValueError(f"it also needs {', '.join(sorted(needs))}")
+        except Exception as e:  # any failure leaves the model whole
+            logger.debug(f"Piper voice: its vocoder cannot run alone ({e}); it runs whole")
+            return None
+        self.latent_name = latent
+        return [front, vocoder]
 
     def phonemize(self, text: str) -> list[list[str]]:
         """Piper's phonemes of ``text``, one list per sentence, unknown symbols dropped."""
@@ -645,6 +667,7 @@ class _Synthesis(Synthesis):
         split_first: bool,
         cut: bool,
         after_cut: int,
+        behind_playback: bool,
         chunk_samples: int,
         should_abort: Callable[[], bool] | None,
         max_buffered: int | None,
@@ -662,6 +685,7 @@ class _Synthesis(Synthesis):
         self.split_first = split_first
         self.cut = cut  # the text is a sentence's first words: its last piece runs on
         self.after_cut = after_cut  # words of the piece cut before this text (0: none)
+        self.behind_playback = behind_playback  # the rest runs behind the avatar's frames
         self.chunk_samples = chunk_samples
         self.options = voice._onnxruntime.RunOptions()
         self.cut_tail_samples = voice.sample_rate * CUT_TAIL_MS // 1000
@@ -678,7 +702,8 @@ class _Synthesis(Synthesis):
             pieces = [*split_next(pieces[0], self.after_cut), *pieces[1:]]
         # Only a reply's first words and those after a cut start without a pause.
         lead = self.split_first or self.after_cut > 0
-        urgent = self.split_first  # a reply's first sound is waited for; the rest plays
+        # A reply's first sound is waited for; in a call the rest is made as it plays.
+        urgent = self.split_first or not self.behind_playback
         for i, piece in enumerate(pieces):
             last = i + 1 == len(pieces)
             cut = (self.cut and continues(piece)) if last else continues(piece)
@@ -704,9 +729,9 @@ class _Synthesis(Synthesis):
                     audio = self.voice.voiced(
                         frames, skip, end, self.options, windowed=windowed, urgent=urgent
                     )
-                    if urgent:  # the windows after the first are made behind the avatar
+                    if urgent and self.behind_playback:  # the windows after the first
                         audio = _after_first(audio, self._run_behind)
-                    urgent = False
+                    urgent = not self.behind_playback
                     for chunk in self._chunks(sentence, alignments, audio):
                         if not self.put(chunk):
                             return
@@ -723,8 +748,9 @@ class _Synthesis(Synthesis):
         if self._behind:
             return
         self._behind = True
-        with contextlib.suppress(OSError, AttributeError):
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), SPEECH_AHEAD_NICE)
+        if sys.platform.startswith("linux"):  # elsewhere the id would name a process
+            with contextlib.suppress(OSError):
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), SPEECH_AHEAD_NICE)
 
     def _chunks(
         self, sentence: _Sentence, alignments: list[tuple[str, int]], audio: Iterator[np.ndarray]
@@ -792,9 +818,19 @@ class PiperEngine:
     label = "Piper"
 
     def __init__(
-        self, model: str | Path | None = None, *, threads: int = 0, chunk_ms: int = CHUNK_MS
+        self,
+        model: str | Path | None = None,
+        *,
+        threads: int = 0,
+        chunk_ms: int = CHUNK_MS,
+        behind_playback: bool = False,
     ) -> None:
+        """``behind_playback``: a call's voice, played as it is made. All but a reply's
+        first sound is then made on one thread at a lower CPU priority, behind the
+        avatar's frames (``_Sessions``); offline (files, data sets, benches) every run
+        has all ``threads``."""
         self._voice = _load_voice(model, threads)
+        self.behind_playback = behind_playback
         self.chunk_samples = max(1, round(self._voice.sample_rate * chunk_ms / 1000))
         self.name = self._voice.model.name.removesuffix(".onnx")
 
@@ -842,6 +878,7 @@ class PiperEngine:
             split_first,
             cut,
             after_cut,
+            self.behind_playback,
             self.chunk_samples,
             should_abort,
             max_buffered,

@@ -361,3 +361,21 @@ async def test_a_held_face_moves_again_when_no_reply_comes() -> None:
     assert len(set(held)) == 1
     after = [image for t, image in images if t > REPLY_WAIT_STILL_S + 0.05]
     assert len(set(after)) > 5, "idle motion is drawn again"
+
+
+async def test_a_held_face_listens_again_when_the_user_speaks_on() -> None:
+    avatar, into, out = make_avatar(), Timestamps(), Timestamps()
+    await run_test(
+        Pipeline([into, avatar, out]),
+        frames_to_send=[
+            SleepFrame(0.2),
+            UserStoppedSpeakingFrame(),
+            SleepFrame(0.05),
+            VADUserStartedSpeakingFrame(),
+            SleepFrame(0.3),
+        ],
+    )
+    spoke = next(t for t, f in into.seen if isinstance(f, VADUserStartedSpeakingFrame))
+    images = [(t - spoke, f.image.image) for t, f in out.seen if isinstance(f, AvatarImageFrame)]
+    after = [image for t, image in images if 0.02 < t < REPLY_WAIT_STILL_S - 0.1]
+    assert len(set(after)) > 3, "idle motion is drawn again while the user speaks"

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import re
 import socket
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -16,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import onnx
+import onnx.helper
 import pytest
 import soxr
 from aiohttp import web
@@ -60,6 +63,7 @@ from speech.espeak import synthesize
 from speech.piper import (
     FIRST_DECODE_FRAMES,
     LEAD_MS,
+    SPEECH_AHEAD_NICE,
     PiperEngine,
     PiperLoadError,
     alignment_marks,
@@ -194,12 +198,15 @@ def test_the_rest_after_a_one_word_piece_is_synthesised_in_two_runs(
     assert len(runs) == 1  # after five words there is time for all fourteen
 
 
-def test_only_a_replys_first_sound_runs_on_all_the_threads(
-    engine: PiperEngine, monkeypatch: pytest.MonkeyPatch
+def test_in_a_call_only_a_replys_first_sound_runs_on_all_the_threads(
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The rest is made while the reply plays, on one thread: the avatar is drawing its
-    first frames on the other core then."""
+    """The rest is made while the reply plays, on one thread at a lower priority: the
+    avatar is drawing its first frames on the other core then. Offline, all runs get
+    all the threads."""
+    in_a_call, offline = PiperEngine(behind_playback=True), PiperEngine()
     urgent: list[bool] = []
+    niced: list[tuple[int, int, int]] = []
     real_run = piper._Voice.latent
 
     def noted(self, phonemes, scales, options, **kwargs):  # type: ignore[no-untyped-def]
@@ -207,12 +214,47 @@ def test_only_a_replys_first_sound_runs_on_all_the_threads(
         return real_run(self, phonemes, scales, options, **kwargs)
 
     monkeypatch.setattr(piper._Voice, "latent", noted)
-    list(engine.stream("Yes, I can. It runs offline."))
+    monkeypatch.setattr(piper.os, "setpriority", lambda *args: niced.append(args))
+    list(in_a_call.stream("Yes, I can. It runs offline."))
     assert urgent == [True, False, False]  # "Yes," | "I can." | "It runs offline."
+    if sys.platform.startswith("linux"):
+        assert [nice for *_, nice in niced] == [SPEECH_AHEAD_NICE]  # once per synthesis
     urgent.clear()
-    list(engine.stream("It runs offline.", split_first=False))
+    list(in_a_call.stream("It runs offline.", split_first=False))
     assert urgent == [False]
-    assert engine._voice.background.front is not engine._voice.urgent.front
+    assert in_a_call._voice.background.front is not in_a_call._voice.urgent.front
+    urgent.clear()
+    niced.clear()
+    list(offline.stream("Yes, I can. It runs offline."))
+    assert urgent == [True, True, True] and niced == []
+
+
+def test_a_voice_whose_vocoder_cannot_run_alone_runs_whole(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A voice exported otherwise (or with many speakers, whose vocoder needs the
+    speaker too) is not split: its sentences are voiced in one run, as before."""
+    monkeypatch.setattr(piper, "_VOCODER_FIRST_NODE", "/no/such/node")
+    onnx_path, config_path = piper.packaged_voice()
+    voice = piper._Voice(onnx_path, config_path, pinned=True, threads=1)
+    assert voice.urgent.vocoder is None
+    options = voice._onnxruntime.RunOptions()
+    scales = PiperEngine().scales(1.0)
+    audio, alignments = voice.latent(voice.phonemize("It runs offline.")[0], scales, options)
+    total = sum(n for _, n in alignments)
+    assert audio.size == total > 0.5 * voice.sample_rate
+    pieces = list(voice.voiced(audio, 100, total - 100, options, urgent=True))
+    assert len(pieces) == 1 and len(pieces[0]) == total - 200
+    # What tells a vocoder that cannot run alone: a tensor nothing in its part gives.
+    node = onnx.helper.make_node("Add", ["latent", "speaker"], ["output"])
+    part = onnx.helper.make_graph([node], "vocoder", [_tensor("latent")], [_tensor("output")])
+    assert piper.unfed_inputs(part) == {"speaker"}
+    part.input.append(_tensor("speaker"))
+    assert piper.unfed_inputs(part) == set()
+
+
+def _tensor(name: str) -> onnx.ValueInfoProto:
+    return onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, [1])
 
 
 def test_the_first_piece_is_cut_as_soon_as_its_words_are_in() -> None:
@@ -302,7 +344,10 @@ def test_the_first_window_is_enough_sound_for_the_avatars_first_frame() -> None:
     falls inside the window's first frame)."""
     sample_rate = 22_050  # the packaged voice's
     core = AvatarCore(AvatarSettings(width=64, height=64, device="cpu"), sample_rate=24_000)
-    samples = (FIRST_DECODE_FRAMES - 1) * 256
+    # The stream hands over whole chunks and keeps the window's last one (its end may
+    # carry marks) until the next window is voiced.
+    chunk = round(sample_rate * piper.CHUNK_MS / 1000)
+    samples = ((FIRST_DECODE_FRAMES - 1) * 256 // chunk) * chunk
     core.push_audio(np.full(samples, 3000, np.int16).tobytes(), sample_rate, ())
     assert core.audio_ready
 

@@ -161,6 +161,7 @@ class AvatarStage(FrameProcessor):
         elif isinstance(frame, VADUserStartedSpeakingFrame):
             # Maybe a barge-in, maybe a cough: hold the reply until the turn logic decides.
             await self._cancel_resume()
+            player.hold_still(0)  # the user speaks on: the face listens again
             hold = player.speaking and not player.paused
             if hold:
                 player.pause()

@@ -392,7 +392,9 @@ class PiperTTSService(StreamingTTSService):
         from speech.piper import PiperEngine, check_speed, first_piece
 
         check_speed(settings.speed)
-        self._engine = engine or PiperEngine(settings.piper_model, threads=settings.piper_threads)
+        self._engine = engine or PiperEngine(
+            settings.piper_model, threads=settings.piper_threads, behind_playback=True
+        )
         super().__init__(
             sample_rate=self._engine.sample_rate,
             settings=PiperTTSSettings(
