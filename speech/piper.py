@@ -510,8 +510,8 @@ class _Voice:
             [self.config.noise_scale, self.config.length_scale, self.config.noise_w_scale],
             dtype=np.float32,
         )
-        for urgent in (True, False):
-            hi = self.phonemize("Hi.")[0]
+        hi = self.phonemize("Hi.")[0]
+        for urgent in (True, False) if self.background is not self.urgent else (True,):
             frames, alignments = self.latent(hi, scales, RunOptions(), urgent=urgent)
             end = sum(n for _, n in alignments)
             list(self.voiced(frames, 0, end, RunOptions(), windowed=False, urgent=urgent))
@@ -722,10 +722,9 @@ class _Synthesis(Synthesis):
                         end, alignments = trim_tail(alignments, self.cut_tail_samples)
                     # Only a run whose start someone waits for is voiced window by window:
                     # later ones are ready long before they play.
-                    windowed = lead
-                    if lead:
+                    windowed, lead = lead, False
+                    if windowed:
                         skip, alignments = trim_lead(alignments, self.lead_samples)
-                        lead = False
                     audio = self.voice.voiced(
                         frames, skip, end, self.options, windowed=windowed, urgent=urgent
                     )

@@ -321,25 +321,31 @@ async def test_speech_calls_off_an_idle_image_being_drawn(monkeypatch) -> None: 
     assert first_out - arrived < 0.15, first_out - arrived
 
 
+async def images_around(
+    frames: list[Frame], mark: type[Frame], avatar: AvatarStage | None = None
+) -> list[tuple[float, bytes]]:
+    """Run ``frames`` through an avatar; each image out, timed from when ``mark`` went in."""
+    into, out = Timestamps(), Timestamps()
+    await run_test(Pipeline([into, avatar or make_avatar(), out]), frames_to_send=frames)
+    at = next(t for t, f in into.seen if isinstance(f, mark))
+    return [(t - at, f.image.image) for t, f in out.seen if isinstance(f, AvatarImageFrame)]
+
+
 async def test_the_face_holds_still_from_the_turns_end_until_the_reply_speaks() -> None:
     """Timeline: idle until 0.3 s; the user's turn ends; the reply's audio arrives at
     0.5 s. Between the two the idle face is not drawn (its last image goes out again),
     so the reply's first audio and frame have the cores; then the reply is drawn."""
-    avatar, into, out = make_avatar(), Timestamps(), Timestamps()
+    avatar = make_avatar()
     speech = np.full(SAMPLE_RATE // 2, 3000, np.int16).tobytes()  # 0.5 s
-    await run_test(
-        Pipeline([into, avatar, out]),
-        frames_to_send=[
-            SleepFrame(0.3),
-            UserStoppedSpeakingFrame(),
-            SleepFrame(0.2),
-            TTSAudioRawFrame(speech, SAMPLE_RATE, 1),
-            TTSStoppedFrame(),
-            SleepFrame(0.8),
-        ],
-    )
-    ended = next(t for t, f in into.seen if isinstance(f, UserStoppedSpeakingFrame))
-    images = [(t - ended, f.image.image) for t, f in out.seen if isinstance(f, AvatarImageFrame)]
+    timeline = [
+        SleepFrame(0.3),
+        UserStoppedSpeakingFrame(),
+        SleepFrame(0.2),
+        TTSAudioRawFrame(speech, SAMPLE_RATE, 1),
+        TTSStoppedFrame(),
+        SleepFrame(0.8),
+    ]
+    images = await images_around(timeline, UserStoppedSpeakingFrame, avatar)
     before = [image for t, image in images if t < 0]
     assert len(set(before)) > 3, "idle motion is drawn before"
     held = [image for t, image in images if 0.01 < t < 0.19]
@@ -350,13 +356,8 @@ async def test_the_face_holds_still_from_the_turns_end_until_the_reply_speaks() 
 
 
 async def test_a_held_face_moves_again_when_no_reply_comes() -> None:
-    avatar, into, out = make_avatar(), Timestamps(), Timestamps()
-    await run_test(
-        Pipeline([into, avatar, out]),
-        frames_to_send=[SleepFrame(0.2), UserStoppedSpeakingFrame(), SleepFrame(1.2)],
-    )
-    ended = next(t for t, f in into.seen if isinstance(f, UserStoppedSpeakingFrame))
-    images = [(t - ended, f.image.image) for t, f in out.seen if isinstance(f, AvatarImageFrame)]
+    timeline = [SleepFrame(0.2), UserStoppedSpeakingFrame(), SleepFrame(1.2)]
+    images = await images_around(timeline, UserStoppedSpeakingFrame)
     held = [image for t, image in images if 0.01 < t < REPLY_WAIT_STILL_S - 0.05]
     assert len(set(held)) == 1
     after = [image for t, image in images if t > REPLY_WAIT_STILL_S + 0.05]
@@ -364,18 +365,13 @@ async def test_a_held_face_moves_again_when_no_reply_comes() -> None:
 
 
 async def test_a_held_face_listens_again_when_the_user_speaks_on() -> None:
-    avatar, into, out = make_avatar(), Timestamps(), Timestamps()
-    await run_test(
-        Pipeline([into, avatar, out]),
-        frames_to_send=[
-            SleepFrame(0.2),
-            UserStoppedSpeakingFrame(),
-            SleepFrame(0.05),
-            VADUserStartedSpeakingFrame(),
-            SleepFrame(0.3),
-        ],
-    )
-    spoke = next(t for t, f in into.seen if isinstance(f, VADUserStartedSpeakingFrame))
-    images = [(t - spoke, f.image.image) for t, f in out.seen if isinstance(f, AvatarImageFrame)]
+    timeline = [
+        SleepFrame(0.2),
+        UserStoppedSpeakingFrame(),
+        SleepFrame(0.05),
+        VADUserStartedSpeakingFrame(),
+        SleepFrame(0.3),
+    ]
+    images = await images_around(timeline, VADUserStartedSpeakingFrame)
     after = [image for t, image in images if 0.02 < t < REPLY_WAIT_STILL_S - 0.1]
     assert len(set(after)) > 3, "idle motion is drawn again while the user speaks"
