@@ -335,10 +335,12 @@ async def test_vad_counts_the_quiet_after_speech_before_its_stop() -> None:
         seen.append(vad.quiet_secs())
     assert max(seen[-10:]) < 0.15  # the last words are speech
     quiet = []
-    for _ in range(10):
+    for _ in range(15):  # VAD's stop_secs of silence
         await vad.analyze_audio(bytes(640))
         quiet.append(vad.quiet_secs())
-    assert quiet == sorted(quiet) and 0.15 <= quiet[-1] <= 0.25  # 200 ms, in 32 ms windows
+    # Counted in 32 ms windows, and long enough for an early verdict before VAD's stop
+    # (Silero's state lets a window or two after the speech still read as voiced).
+    assert quiet == sorted(quiet) and 0.15 <= quiet[-1] <= 0.3
     await vad.analyze_audio(speech[-6400:-3200])
     assert vad.quiet_secs() < quiet[-1]
     await vad.cleanup()
